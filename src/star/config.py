@@ -1,0 +1,225 @@
+"""Typed, validated run configuration: YAML in and out, dotted command-line overrides.
+
+Every section is a pydantic model with `extra="forbid"`, so an unknown option is an error.
+`load_config` collects *every* problem and raises one ConfigError naming each field,
+its value and the fix, before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    """Which base model to load, and how."""
+
+    name: str = Field(DEFAULT_MODEL, description="HF model id, local path, or 'embedded:smollm2-135m-instruct'.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
+    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores.")
+
+
+class TaskConfig(_Section):
+    """Which task, where its data lives, and how much of it to use."""
+
+    name: Literal["arithmetic", "gsm8k", "boolq", "obqa", "jsonl"] = "arithmetic"
+    path: str | None = Field(None, description="Folder with train.jsonl/test.jsonl (gsm8k, boolq, obqa, jsonl).")
+    pool_size: int = Field(256, ge=1, description="Unlabelled pool size (a seeded sample of the train split).")
+    test_size: int = Field(64, ge=1, description="Test examples evaluated after every round (a cap).")
+    seed: int = Field(0, description="Seed of data generation and sub-sampling.")
+    max_steps: int = Field(4, ge=1, le=8, description="arithmetic: most operations in a problem.")
+    question_field: str = Field("question", description="jsonl: field holding the question.")
+    answer_field: str = Field("answer", description="jsonl: field holding the answer.")
+    answer_type: Literal["number", "choice", "text"] = Field("text", description="jsonl: how answers are compared.")
+    choices: list[str] | None = Field(None, description="jsonl with answer_type=choice: the allowed answers.")
+
+
+class ActiveLearningConfig(_Section):
+    """The active-learning loop: budget, rounds, strategy and scoring."""
+
+    initial: int = Field(16, ge=1, description="Random labels before round 0 (release: 500).")
+    query: int = Field(16, ge=1, description="Labels acquired per query round (release: 500).")
+    rounds: int = Field(4, ge=1, description="Models trained, T (release: 10); T-1 queries.")
+    strategy: str = Field("pe-dynamic", description="random, entropy, pe, entropy-subtract, pe-subtract, entropy-dynamic, pe-dynamic.")
+    schedule: str = Field("linear", description="lambda(t) schedule of the dynamic strategies: linear, cosine, exponential, constant.")
+    schedule_horizon: int | None = Field(None, ge=1, description="T in lambda(t); default: rounds.")
+    schedule_value: float = Field(0.5, ge=0.0, le=1.0, description="constant schedule's lambda / exponential's decay.")
+    response: Literal["generated", "gold"] = Field("generated", description="Scored response: the model's greedy answer (label-free) or the gold answer (simulation only).")
+    mc_passes: int = Field(3, ge=1, description="K stochastic passes with LoRA dropout on (release K=3).")
+    mc_dropout: bool = Field(True, description="Keep LoRA dropout active while scoring the tuned model.")
+    score_subsample: int | None = Field(None, ge=1, description="Score only a seeded random subsample of the pool each round.")
+    batch_size: int = Field(16, ge=1, description="Pool examples per scoring batch.")
+    max_new_tokens: int = Field(96, ge=1, description="Greedy tokens generated per pool example (generated response).")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        from .strategies import STRATEGIES
+
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; choose one of {', '.join(STRATEGIES)}")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, v: str) -> str:
+        from .schedules import SCHEDULES
+
+        if v not in SCHEDULES:
+            raise ValueError(f"unknown schedule {v!r}; choose one of {', '.join(SCHEDULES)}")
+        return v
+
+
+class LoraSettings(_Section):
+    """LoRA adapter shape (release: r 64, alpha 16, dropout 0.1, all linear projections)."""
+
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class TrainConfig(_Section):
+    """One round of LoRA training (constraint LoRA: weight decay on B only)."""
+
+    lr: float = Field(5e-4, gt=0, description="Peak learning rate, linear decay (release: 1.5e-4).")
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(8, ge=1)
+    weight_decay_b: float = Field(0.5, ge=0.0, description="Decoupled weight decay on lora_B (beta).")
+    weight_decay_a: float = Field(0.0, ge=0.0, description="Weight decay on lora_A (the method: 0).")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    warm_start: bool = Field(False, description="Continue from last round's adapter instead of a fresh one.")
+    max_prompt_tokens: int = Field(128, ge=8, description="Prompts cut to this many tokens (release: 128).")
+    max_answer_tokens: int = Field(256, ge=4, description="Answers cut to this many tokens (release: 256).")
+    gradient_checkpointing: bool = False
+
+
+class EvalConfig(_Section):
+    """Evaluation after every round."""
+
+    max_new_tokens: int = Field(96, ge=1, description="Greedy tokens generated per test example.")
+    batch_size: int = Field(16, ge=1)
+    ece_bins: int = Field(10, ge=2)
+
+
+class RunConfig(_Section):
+    """A whole experiment. `output_dir` receives config.yaml, rounds, labels and adapters."""
+
+    seed: int = Field(0, description="Seed of selection, adapter init, data order and MC dropout.")
+    output_dir: str = Field("runs/star", description="Run directory (created; must be new or resumable).")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    al: ActiveLearningConfig = Field(default_factory=ActiveLearningConfig)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> "RunConfig":
+        need = self.al.initial + (self.al.rounds - 1) * self.al.query
+        if self.task.pool_size < need:
+            raise ValueError(
+                f"task.pool_size={self.task.pool_size} is smaller than al.initial + (al.rounds - 1) * al.query"
+                f" = {need}; raise task.pool_size or lower al.initial / al.query / al.rounds"
+            )
+        return self
+
+    def labels_after(self, round_index: int) -> int:
+        """Labelled-set size the model of round `round_index` is trained on."""
+        return self.al.initial + round_index * self.al.query
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}): {err.error_count()} problem(s)"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(config)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  - {field}: unknown option (value {e['input']!r}); remove it or check its spelling")
+        elif e["type"] == "missing":
+            lines.append(f"  - {field}: missing")
+        else:
+            value = e.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"  - {field}: {e['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'al.rounds=3' -> (['al', 'rounds'], 3); the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"bad override {text!r}", hint="write overrides as section.option=value, e.g. al.rounds=3")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().lstrip("-").split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted override in a nested dict (unknown keys are caught by validation)."""
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A YAML mapping from `path`, with a clear error naming the file when it is not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist", hint="pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {p} is not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "arguments") -> RunConfig:
+    """Validate a nested dict (plus overrides) into a RunConfig, or raise one ConfigError."""
+    merged = apply_overrides(dict(data or {}), list(overrides or []))
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source), hint="see the configuration reference in README.md") from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Config from an optional YAML file plus dotted overrides, fully validated."""
+    data = read_yaml(path) if path is not None else {}
+    source = f"{path}" if path is not None else "defaults"
+    if overrides:
+        source += " + command-line overrides"
+    return build_config(data, overrides, source)
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML, loadable by `load_config`."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,29 @@
+"""Terminal output: the table of rounds at the end of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def rounds_table(metrics: list[dict[str, Any]], title: str = "rounds") -> Table:
+    """round, labels, accuracy, ECE and seconds per phase."""
+    table = Table(title=title)
+    for name in ("round", "labels", "strategy", "lambda", "accuracy", "ECE", "score s", "train s", "eval s", "total s"):
+        table.add_column(name, justify="right")
+    for m in metrics:
+        s = m["seconds"]
+        lam = "-" if m.get("lambda") is None else f"{m['lambda']:.2f}"
+        table.add_row(str(m["round"]), str(m["labels"]), m["strategy"], lam, f"{m['accuracy']:.3f}", f"{m['ece']:.3f}",
+                      f"{s['score']:.1f}", f"{s['train']:.1f}", f"{s['eval']:.1f}", f"{s['total']:.1f}")
+    return table
+
+
+def print_rounds(metrics: list[dict[str, Any]], run_dir: Path) -> None:
+    """Print the table of rounds and where the run lives."""
+    console = Console()
+    console.print(rounds_table(metrics, title=f"STAR run {run_dir}"))
+    console.print(f"run directory: {run_dir}  (resume with `star run --resume {run_dir}`)")

@@ -1,0 +1,95 @@
+"""Batched greedy generation with a KV cache that stops each row once its answer is complete."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .batching import length_batches
+
+
+@dataclass
+class Generation:
+    """One greedy answer: its text, token ids (EOS included when produced) and their log-probs."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+
+
+class _AnswerComplete:
+    """Stopping criterion: a row is done once `is_complete(decoded new text)` holds."""
+
+    def __init__(self, tokenizer, prompt_width: int, is_complete: Callable[[str], bool]) -> None:  # noqa: ANN001
+        self.tokenizer, self.width, self.is_complete = tokenizer, prompt_width, is_complete
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: ANN003
+        new = input_ids[:, self.width :]  # (B, t)
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return torch.tensor([self.is_complete(t) for t in texts], device=input_ids.device)
+
+
+def _left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # (B, P)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (B, P)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    return ids, mask
+
+
+def _trim(ids: list[int], logprobs: list[float], eos_id: int, pad_id: int) -> tuple[list[int], list[float]]:
+    """Cut a generated row after its first EOS (kept) or before trailing padding."""
+    if eos_id in ids:
+        end = ids.index(eos_id) + 1
+        return ids[:end], logprobs[:end]
+    end = len(ids)
+    while end > 0 and ids[end - 1] == pad_id and pad_id != eos_id:
+        end -= 1
+    return ids[:end], logprobs[:end]
+
+
+@torch.inference_mode()
+def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,  # noqa: ANN001
+                   is_complete: Callable[[str], bool] | None = None) -> list[Generation]:
+    """Greedy answers for one batch of prompt ids."""
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids, mask = _left_pad(prompts, pad_id)
+    stop = [] if is_complete is None else [_AnswerComplete(tokenizer, ids.shape[1], is_complete)]
+    out = model.generate(
+        input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+        do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
+        pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, stopping_criteria=stop,
+        output_scores=True, return_dict_in_generate=True,
+    )
+    new = out.sequences[:, ids.shape[1] :].cpu()  # (B, t)
+    steps = torch.stack(out.scores, dim=1).float()  # (B, t, V)
+    logp = torch.log_softmax(steps, dim=-1).gather(2, new.unsqueeze(2).to(steps.device)).squeeze(2).cpu()  # (B, t)
+    results = []
+    for row in range(new.shape[0]):
+        token_ids, lps = _trim(new[row].tolist(), logp[row].tolist(), tokenizer.eos_token_id, pad_id)
+        results.append(Generation(tokenizer.decode(token_ids, skip_special_tokens=True), token_ids, lps))
+    return results
+
+
+def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,  # noqa: ANN001
+             is_complete: Callable[[str], bool] | None = None, desc: str = "generate",
+             show_progress: bool = True) -> list[Generation]:
+    """Greedy answers for all prompts, length-bucketed into batches, in input order."""
+    results: list[Generation | None] = [None] * len(prompts)
+    batches = list(length_batches([len(p) for p in prompts], batch_size))
+    for batch in tqdm(batches, desc=desc, unit="batch", disable=not show_progress, leave=False):
+        for i, gen in zip(batch, generate_batch(model, tokenizer, [prompts[i] for i in batch], max_new_tokens, is_complete)):
+            results[i] = gen
+    return [r for r in results if r is not None]
+
+
+def token_char_ends(tokenizer, token_ids: Sequence[int]) -> list[int]:  # noqa: ANN001
+    """End offset, in the decoded text, of each token (by decoding growing prefixes)."""
+    return [len(tokenizer.decode(list(token_ids[: i + 1]), skip_special_tokens=True)) for i in range(len(token_ids))]

@@ -1,0 +1,99 @@
+"""The label store: every annotation, durable in SQLite (WAL, one transaction per write).
+
+A label records the example id, the answer, who gave it, when, and in which round. The
+run's labelled set is derived from this store, so a crash can never lose a committed label.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DataError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS labels (
+    example_id TEXT PRIMARY KEY,
+    answer     TEXT NOT NULL,
+    annotator  TEXT NOT NULL,
+    round      INTEGER NOT NULL,
+    created    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS labels_round ON labels(round);
+"""
+
+
+@dataclass(frozen=True)
+class Label:
+    """One committed annotation."""
+
+    example_id: str
+    answer: str
+    annotator: str
+    round: int
+    created: float
+
+
+class LabelStore:
+    """SQLite-backed labels of one run: add (atomically), query by round, derive the labelled set."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, example_id: str, answer: str, annotator: str, round_index: int) -> Label:
+        """Commit one label; a second label for the same id is refused (DataError)."""
+        return self.add_many([(example_id, answer)], annotator, round_index)[0]
+
+    def add_many(self, items: Iterable[tuple[str, str]], annotator: str, round_index: int) -> list[Label]:
+        """Commit several labels in one transaction: all of them or none."""
+        now = time.time()
+        labels = [Label(i, a, annotator, round_index, now) for i, a in items]
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO labels(example_id, answer, annotator, round, created) VALUES (?, ?, ?, ?, ?)",
+                [(x.example_id, x.answer, x.annotator, x.round, x.created) for x in labels],
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.IntegrityError as e:
+            self._db.execute("ROLLBACK")
+            raise DataError(f"{self.path}: a label already exists for one of {[x.example_id for x in labels][:5]}",
+                            hint="each example is labelled once") from e
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return labels
+
+    def _rows(self, where: str = "", args: tuple = ()) -> list[Label]:
+        sql = "SELECT example_id, answer, annotator, round, created FROM labels " + where + " ORDER BY round, rowid"
+        return [Label(*row) for row in self._db.execute(sql, args)]
+
+    def all(self) -> list[Label]:
+        """Every label, in commit order within rounds."""
+        return self._rows()
+
+    def in_round(self, round_index: int) -> list[Label]:
+        return self._rows("WHERE round = ?", (round_index,))
+
+    def up_to(self, round_index: int) -> list[Label]:
+        """Labels of rounds 0..round_index: the training set of that round's model."""
+        return self._rows("WHERE round <= ?", (round_index,))
+
+    def get(self, example_id: str) -> Label | None:
+        rows = self._rows("WHERE example_id = ?", (example_id,))
+        return rows[0] if rows else None
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM labels").fetchone()[0])

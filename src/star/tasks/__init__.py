@@ -1,0 +1,35 @@
+"""Task families by name. `build_task(config.task)` makes the task a run uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..config import TaskConfig
+from ..errors import ConfigError
+from .arithmetic import ArithmeticTask
+from .base import AnswerType, Example, Task
+from .boolq import BoolQTask
+from .gsm8k import GSM8KTask
+from .jsonl import make_jsonl_task
+from .obqa import OBQATask
+
+TaskFactory = Callable[[TaskConfig], Task]
+TASKS: dict[str, TaskFactory] = {
+    "arithmetic": lambda c: ArithmeticTask(c.pool_size, c.test_size, seed=c.seed, max_steps=c.max_steps),
+    "gsm8k": GSM8KTask,
+    "boolq": BoolQTask,
+    "obqa": OBQATask,
+    "jsonl": make_jsonl_task,
+}
+
+
+def build_task(config: TaskConfig) -> Task:
+    """The task named by `config.name`, configured."""
+    try:
+        factory = TASKS[config.name]
+    except KeyError:
+        raise ConfigError(f"task.name={config.name!r} is not a known task", hint=f"choose one of {sorted(TASKS)}") from None
+    return factory(config)
+
+
+__all__ = ["AnswerType", "Example", "Task", "TASKS", "build_task"]
