@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from .labels import Label, LabelStore
 from .tasks.base import Example
+
+if TYPE_CHECKING:
+    from .loop import Experiment
+
+
+class Annotator(Protocol):
+    """Turns the ids selected in a round into committed labels, now or later."""
+
+    name: str
+
+    def acquire(self, exp: "Experiment", round_index: int, ids: Sequence[str]) -> list[str]:
+        """Commit or request labels for `ids`; return the ids still without a label (empty: done)."""
+        ...
 
 
 class Oracle:
@@ -33,7 +47,16 @@ class Oracle:
             labels.append(store.add(example_id, answer, self.name, round_index))
         return labels
 
+    def acquire(self, exp: "Experiment", round_index: int, ids: Sequence[str]) -> list[str]:
+        """Simulation: every selected id is labelled at once."""
+        self.annotate(ids, exp.store, round_index)
+        return []
+
     def peek(self, ids: Sequence[str]) -> list[str]:
         """Gold answers for `gold`-response scoring; counted apart from acquisitions."""
         self.peeks += len(ids)
         return [self._answers[i] for i in ids]
+
+
+#: Annotators by the name used in `al.annotator`; each factory gets the run's Experiment.
+ANNOTATORS: dict[str, Callable[["Experiment"], Annotator]] = {"oracle": lambda exp: exp.oracle}

@@ -35,10 +35,10 @@ class ModelConfig(_Section):
 class TaskConfig(_Section):
     """Which task, where its data lives, and how much of it to use."""
 
-    name: Literal["arithmetic", "gsm8k", "boolq", "obqa", "jsonl"] = "arithmetic"
+    name: Literal["arithmetic", "gsm8k", "boolq", "obqa", "jsonl"] = Field("arithmetic", description="arithmetic (built-in), gsm8k, boolq, obqa or jsonl (your own file).")
     path: str | None = Field(None, description="Folder with train.jsonl/test.jsonl (gsm8k, boolq, obqa, jsonl).")
-    pool_size: int = Field(256, ge=1, description="Unlabelled pool size (a seeded sample of the train split).")
-    test_size: int = Field(64, ge=1, description="Test examples evaluated after every round (a cap).")
+    pool_size: int = Field(160, ge=1, description="Unlabelled pool size (a seeded sample of the train split).")
+    test_size: int = Field(48, ge=1, description="Test examples evaluated after every round (a cap).")
     seed: int = Field(0, description="Seed of data generation and sub-sampling.")
     max_steps: int = Field(4, ge=1, le=8, description="arithmetic: most operations in a problem.")
     question_field: str = Field("question", description="jsonl: field holding the question.")
@@ -60,9 +60,20 @@ class ActiveLearningConfig(_Section):
     response: Literal["generated", "gold"] = Field("generated", description="Scored response: the model's greedy answer (label-free) or the gold answer (simulation only).")
     mc_passes: int = Field(3, ge=1, description="K stochastic passes with LoRA dropout on (release K=3).")
     mc_dropout: bool = Field(True, description="Keep LoRA dropout active while scoring the tuned model.")
-    score_subsample: int | None = Field(None, ge=1, description="Score only a seeded random subsample of the pool each round.")
-    batch_size: int = Field(16, ge=1, description="Pool examples per scoring batch.")
-    max_new_tokens: int = Field(96, ge=1, description="Greedy tokens generated per pool example (generated response).")
+    score_subsample: int | None = Field(48, ge=1, description="Score only a seeded random subsample of the unlabelled pool each round (null: all).")
+    batch_size: int = Field(32, ge=1, description="Pool examples per generation / scoring batch (MC passes included).")
+    max_new_tokens: int = Field(64, ge=1, description="Greedy tokens generated per pool example (generated response).")
+
+    annotator: str = Field("oracle", description="Who labels: oracle (simulation, the dataset's labels) or human.")
+
+    @field_validator("annotator")
+    @classmethod
+    def _known_annotator(cls, v: str) -> str:
+        from .annotators import ANNOTATORS
+
+        if v not in ANNOTATORS:
+            raise ValueError(f"unknown annotator {v!r}; choose one of {', '.join(ANNOTATORS)}")
+        return v
 
     @field_validator("strategy")
     @classmethod
@@ -86,11 +97,12 @@ class ActiveLearningConfig(_Section):
 class LoraSettings(_Section):
     """LoRA adapter shape (release: r 64, alpha 16, dropout 0.1, all linear projections)."""
 
-    r: int = Field(8, ge=1)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    r: int = Field(8, ge=1, description="Rank (release: 64; 8 suits a 135M model on a CPU).")
+    alpha: float = Field(16.0, gt=0, description="Scale alpha; the update is (alpha / r) B A.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout on A's input: regularises training and drives MC dropout.")
     target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Names of the linear layers that get an adapter.",
     )
 
 
@@ -98,23 +110,23 @@ class TrainConfig(_Section):
     """One round of LoRA training (constraint LoRA: weight decay on B only)."""
 
     lr: float = Field(5e-4, gt=0, description="Peak learning rate, linear decay (release: 1.5e-4).")
-    epochs: int = Field(3, ge=1)
-    batch_size: int = Field(8, ge=1)
+    epochs: int = Field(3, ge=1, description="Passes over the labelled set per round (release: 3).")
+    batch_size: int = Field(8, ge=1, description="Examples per optimizer step (release: 8).")
     weight_decay_b: float = Field(0.5, ge=0.0, description="Decoupled weight decay on lora_B (beta).")
     weight_decay_a: float = Field(0.0, ge=0.0, description="Weight decay on lora_A (the method: 0).")
-    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps of linear warm-up (release: 0).")
     warm_start: bool = Field(False, description="Continue from last round's adapter instead of a fresh one.")
     max_prompt_tokens: int = Field(128, ge=8, description="Prompts cut to this many tokens (release: 128).")
     max_answer_tokens: int = Field(256, ge=4, description="Answers cut to this many tokens (release: 256).")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
 
 
 class EvalConfig(_Section):
     """Evaluation after every round."""
 
-    max_new_tokens: int = Field(96, ge=1, description="Greedy tokens generated per test example.")
-    batch_size: int = Field(16, ge=1)
-    ece_bins: int = Field(10, ge=2)
+    max_new_tokens: int = Field(64, ge=1, description="Greedy tokens generated per test example.")
+    batch_size: int = Field(32, ge=1, description="Test examples per generation batch.")
+    ece_bins: int = Field(10, ge=2, description="Equal-width confidence bins of ECE.")
 
 
 class RunConfig(_Section):

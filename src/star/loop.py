@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .annotators import Oracle
+from .annotators import ANNOTATORS, Oracle
 from .batching import encode_prompts, encode_responses
 from .config import RunConfig, build_config, dump_config, load_config
 from .console import print_rounds
@@ -146,20 +146,23 @@ def _uncertainty(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> 
                        show_progress=exp.show_progress)
 
 
-def ensure_base_scores(exp: Experiment) -> None:
-    """u_base for the whole pool, computed once with the adapter off and stored in the run."""
-    path = exp.run.base_scores_path
+def ensure_base_scores(exp: Experiment, idx: list[int]) -> None:
+    """u_base for pool examples `idx`, each computed once with the adapter off and stored in the run."""
     measure = exp.strategy.measure
-    if exp.base or not exp.strategy.uses_base or measure is None:
+    if not exp.strategy.uses_base or measure is None:
         return
-    if path.is_file():
+    path = exp.run.base_scores_path
+    if not exp.base and path.is_file():
         exp.base = {r["id"]: r[measure] for r in read_jsonl(path)}
+    missing = [i for i in idx if exp.pool[i].id not in exp.base]
+    if not missing:
         return
-    idx = list(range(len(exp.pool)))
     with adapter_disabled(exp.model.model):
-        u = _uncertainty(exp, idx, use_base=True, seed=0)
-    write_jsonl(path, ({"id": exp.pool[i].id, "pe": float(u.pe[j].mean()), "me": float(u.me[j].mean())} for j, i in enumerate(idx)))
-    exp.base = {exp.pool[i].id: float(getattr(u, measure)[j].mean()) for j, i in enumerate(idx)}
+        u = _uncertainty(exp, missing, use_base=True, seed=0)
+    rows = read_jsonl(path) if path.is_file() else []
+    rows += [{"id": exp.pool[i].id, "pe": float(u.pe[j].mean()), "me": float(u.me[j].mean())} for j, i in enumerate(missing)]
+    write_jsonl(path, rows)
+    exp.base.update({exp.pool[i].id: float(getattr(u, measure)[j].mean()) for j, i in enumerate(missing)})
 
 
 # --- selection -------------------------------------------------------------------------------
@@ -188,8 +191,9 @@ def select_round(exp: Experiment, t: int) -> tuple[list[str], float | None]:
         raise PoolExhaustedError(f"round {t} needs {k} unlabelled examples but only {len(idx)} are left",
                                  hint="raise al.score_subsample or lower al.query")
     ids = [exp.pool[i].id for i in idx]
-    ensure_base_scores(exp)
-    u_base = np.array([exp.base[i] for i in ids]) if exp.base else None
+    if t > 0 or cfg.al.score_subsample is None:  # round 0 scores the whole pool only when unsubsampled
+        ensure_base_scores(exp, idx)
+    u_base = np.array([exp.base[i] for i in ids]) if all(i in exp.base for i in ids) and exp.base else None
     strategy, lam_t, u_full = exp.strategy, None, None
     if t == 0:
         strategy = get_strategy("random")  # L0 is a random draw, whatever the strategy
@@ -248,8 +252,12 @@ def train_round(exp: Experiment, t: int) -> dict[str, Any]:
 
 # --- one round -------------------------------------------------------------------------------
 
-def run_round(exp: Experiment, t: int) -> dict[str, Any]:
-    """Select, label, train and evaluate round t; metrics.json is written last."""
+def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
+    """Select, label, train and evaluate round t; metrics.json is written last.
+
+    Returns None (and writes no metrics) when the annotator has not labelled every selected
+    example yet: a human path, resumed once the labels are in the store.
+    """
     cfg, seconds = exp.config, {}
     clock = time.perf_counter()
     reads0, peeks0 = exp.oracle.reads, exp.oracle.peeks
@@ -261,8 +269,12 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any]:
         lam_t = None if t == 0 else lam(cfg.al.schedule, t - 1, cfg.al.schedule_horizon or cfg.al.rounds, cfg.al.schedule_value)
     seconds["score"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    exp.oracle.annotate(selected, exp.store, t)
+    missing = ANNOTATORS[cfg.al.annotator](exp).acquire(exp, t, selected)
     seconds["label"] = time.perf_counter() - clock
+    if missing:
+        log.info("round %d waits for %d label(s); resume with `star run --resume %s` once they are given",
+                 t, len(missing), exp.run.path)
+        return None
     clock = time.perf_counter()
     train = train_round(exp, t)
     seconds["train"] = time.perf_counter() - clock
@@ -290,7 +302,8 @@ def run(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | N
     try:
         start = len(exp.run.finished_rounds())
         for t in range(start, exp.config.al.rounds):
-            run_round(exp, t)
+            if run_round(exp, t) is None:
+                break
         metrics = exp.run.metrics()
         if show_progress:
             print_rounds(metrics, exp.run.path)

@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny random Llama with a byte-level tokenizer, saved as a local model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+def make_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide Llama with a byte-level tokenizer (no network, ~1 s)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    specials = ["<pad>", "<eos>", "<bos>"]
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(alphabet))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>")
+    tokenizer.chat_template = TINY_CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         pad_token_id=0, eos_token_id=1, bos_token_id=2, tie_word_embeddings=True)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of the tiny random model, usable as `model.name`."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def tiny_run_config(tiny_model_dir: Path, tmp_path: Path) -> dict:
+    """A micro run on the tiny model and the built-in task (seconds on a CPU)."""
+    return {
+        "seed": 0,
+        "output_dir": str(tmp_path / "run"),
+        "model": {"name": str(tiny_model_dir), "threads": 1},
+        "task": {"name": "arithmetic", "pool_size": 24, "test_size": 6, "max_steps": 2},
+        "al": {"initial": 4, "query": 4, "rounds": 3, "strategy": "pe-dynamic", "mc_passes": 2,
+               "batch_size": 8, "max_new_tokens": 8},
+        "lora": {"r": 2, "alpha": 4, "dropout": 0.1},
+        "train": {"epochs": 1, "batch_size": 4, "max_prompt_tokens": 96, "max_answer_tokens": 48},
+        "eval": {"max_new_tokens": 8, "batch_size": 8},
+    }
