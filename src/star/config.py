@@ -7,6 +7,7 @@ its value and the fix, before any model is loaded.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -216,7 +217,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None, source: str = "arguments") -> RunConfig:
     """Validate a nested dict (plus overrides) into a RunConfig, or raise one ConfigError."""
-    merged = apply_overrides(dict(data or {}), list(overrides or []))
+    merged = apply_overrides(copy.deepcopy(dict(data or {})), list(overrides or []))
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as e:

@@ -46,7 +46,7 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
         logp = torch.log_softmax(logits[start : start + LM_HEAD_CHUNK].float(), dim=-1)  # (m, V)
         tgt = targets[start : start + LM_HEAD_CHUNK]
         logp_out.append(logp.gather(1, tgt.unsqueeze(1)).squeeze(1))  # (m,)
-        ent_out.append(-(logp.exp() * logp).sum(-1))  # (m,)
+        ent_out.append(-torch.special.xlogy(logp.exp(), logp.exp()).sum(-1))  # (m,); 0 log 0 = 0 for masked logits
     return torch.cat(logp_out), torch.cat(ent_out)
 
 

@@ -9,8 +9,10 @@ resumed after a kill ends with the same selections and metrics as an uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,11 @@ from .annotators import ANNOTATORS, Oracle
 from .batching import encode_prompts, encode_responses
 from .config import RunConfig, build_config, dump_config, load_config
 from .console import print_rounds
-from .errors import PoolExhaustedError
+from .errors import ConfigError, PoolExhaustedError
 from .evaluation import evaluate
 from .generation import generate
 from .labels import LabelStore
-from .modeling import LoadedModel, adapter_disabled, load_adapter_weights, load_model, reset_adapter, save_adapter
+from .modeling import LoadedModel, adapter_disabled, check_model_name, load_adapter_weights, load_model, reset_adapter, save_adapter
 from .runs import RunDir, read_jsonl, write_json, write_jsonl
 from .schedules import lam
 from .scoring import Uncertainty, score_pairs
@@ -78,6 +80,7 @@ def _check_pool(config: RunConfig, pool: list[Example]) -> None:
 
 
 def _resolve(config: RunConfig | dict[str, Any] | None, resume: str | Path | None) -> tuple[RunConfig, RunDir, bool]:
+    """The validated config and its run directory (not created yet for a new run)."""
     if resume is not None:
         run = RunDir.open(resume)
         return load_config(run.config_path), run, True
@@ -85,7 +88,11 @@ def _resolve(config: RunConfig | dict[str, Any] | None, resume: str | Path | Non
         config = build_config()
     elif isinstance(config, dict):
         config = build_config(config)
-    return config, RunDir.create(config.output_dir), False
+    problem = check_model_name(config.model.name)
+    if problem:
+        raise ConfigError(problem)
+    RunDir.refuse_existing(config.output_dir)
+    return config, RunDir(config.output_dir), False
 
 
 def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | None = None,
@@ -95,12 +102,10 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     task = build_task(config.task)
     pool_full, test = task.load("pool"), task.load("test")
     _check_pool(config, pool_full)
-    if not resumed:
-        run.config_path.write_text(dump_config(config), encoding="utf-8")
-    _attach_log(run)
-    log.info("%s run %s: task %s, %d pool, %d test, strategy %s", "resuming" if resumed else "starting",
-             run.path, task.name, len(pool_full), len(test), config.al.strategy)
     model = load_model(config.model, config.lora)
+    if not resumed:  # only once everything loaded: a failed start leaves no half-made run behind
+        run = RunDir.create(config.output_dir)
+        run.config_path.write_text(dump_config(config), encoding="utf-8")
     tok = model.tokenizer
     return Experiment(
         config=config, run=run, task=task,
@@ -113,11 +118,20 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     )
 
 
-def _attach_log(run: RunDir) -> None:
-    handler = logging.FileHandler(run.log_path, encoding="utf-8")
+@contextlib.contextmanager
+def _run_log(exp: Experiment, resumed: bool) -> Iterator[None]:
+    """Log to the run's log.txt for the duration of the run, then detach and close the file."""
+    handler = logging.FileHandler(exp.run.log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    log.info("%s run %s: task %s, %d pool, %d test, strategy %s", "resuming" if resumed else "starting",
+             exp.run.path, exp.task.name, len(exp.pool), len(exp.test), exp.config.al.strategy)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -300,10 +314,10 @@ def run(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | N
     """Run a new experiment, or resume one after its last finished round; returns all rounds' metrics."""
     exp = setup(config, resume, show_progress)
     try:
-        start = len(exp.run.finished_rounds())
-        for t in range(start, exp.config.al.rounds):
-            if run_round(exp, t) is None:
-                break
+        with _run_log(exp, resumed=resume is not None):
+            for t in range(len(exp.run.finished_rounds()), exp.config.al.rounds):
+                if run_round(exp, t) is None:
+                    break
         metrics = exp.run.metrics()
         if show_progress:
             print_rounds(metrics, exp.run.path)

@@ -74,14 +74,20 @@ class RunDir:
         return self.round_dir(t) / "predictions.jsonl"
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str]) -> "RunDir":
-        """A new run directory; refuses one that already holds a run."""
+    def refuse_existing(cls, path: str | os.PathLike[str]) -> None:
+        """Raise RunStateError when `path` already holds a run (checked before any model loads)."""
         run = cls(path)
         if run.config_path.exists():
             raise RunStateError(
                 f"{run.path} already holds a run",
                 hint=f"continue it with `star run --resume {run.path}`, or set output_dir to a new folder",
             )
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str]) -> "RunDir":
+        """A new run directory; refuses one that already holds a run."""
+        cls.refuse_existing(path)
+        run = cls(path)
         run.path.mkdir(parents=True, exist_ok=True)
         return run
 
