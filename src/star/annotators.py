@@ -58,5 +58,12 @@ class Oracle:
         return [self._answers[i] for i in ids]
 
 
+def _human(exp: "Experiment") -> Annotator:
+    """People label through query files, `star label` and `star annotate` (imported lazily: no cycle)."""
+    from .human import HumanAnnotator
+
+    return HumanAnnotator(exp)
+
+
 #: Annotators by the name used in `al.annotator`; each factory gets the run's Experiment.
-ANNOTATORS: dict[str, Callable[["Experiment"], Annotator]] = {"oracle": lambda exp: exp.oracle}
+ANNOTATORS: dict[str, Callable[["Experiment"], Annotator]] = {"oracle": lambda exp: exp.oracle, "human": _human}

@@ -61,6 +61,114 @@ def config_command(ctx: typer.Context, config: Optional[str] = typer.Option(None
     typer.echo(dump_config(load_config(config, overrides_from_args(list(ctx.args)))), nl=False)
 
 
+@app.command("compare", context_settings=_EXTRA)
+def compare_command(
+    ctx: typer.Context,
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="Base YAML config of every cell."),
+    strategies: Optional[str] = typer.Option(None, "--strategies", help="Comma-separated strategies, one arm each."),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds: one run per arm and seed."),
+    arm: Optional[list[str]] = typer.Option(None, "--arm", help="Extra arm NAME:key=val,key=val (repeatable)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Grid folder (cells, grid.yaml, report/)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue the grid in this folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
+) -> None:
+    """Run a grid of strategies (and --arm ablations) x seeds on one task, then write a report to
+    OUT/report/. Re-running the same command, or --resume OUT, continues an interrupted grid."""
+    from .compare import Arm, compare, parse_seeds, parse_strategies, resume_compare
+    from .config import load_config
+
+    overrides = overrides_from_args(list(ctx.args))
+    if resume is not None:
+        if config is not None or overrides or strategies or arm or out:
+            raise ConfigError("--resume takes the grid recorded in OUT/grid.yaml",
+                              hint="drop --config, --strategies, --arm, --out and overrides")
+        resume_compare(resume, show_progress=not quiet)
+        return
+    if out is None:
+        raise ConfigError("star compare needs --out DIR",
+                          hint="e.g. star compare --strategies random,pe-dynamic --seeds 0,1 --out runs/cmp")
+    arms = (parse_strategies(strategies) if strategies else []) + [Arm.parse(a) for a in arm or []]
+    compare(load_config(config, overrides), arms, parse_seeds(seeds), out, show_progress=not quiet)
+
+
+@app.command("report")
+def report_command(
+    dirs: list[str] = typer.Argument(..., help="Run directories and/or `star compare` folders (searched beneath)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Report folder (default: DIR/report for one DIR)."),
+) -> None:
+    """Rebuild a comparison report (Markdown, HTML, JSON, PNG figures) from finished runs."""
+    from pathlib import Path
+
+    from .report import write_report
+
+    if out is None and len(dirs) > 1:
+        raise ConfigError("several DIRs need --out OUTDIR for the report",
+                          hint="e.g. star report runs/a runs/b --out runs/report")
+    folder = write_report(dirs, out if out is not None else Path(dirs[0]) / "report")
+    typer.echo(f"report written to {folder / 'report.md'} (also report.html, report.json and PNG figures)")
+
+
+@app.command("query")
+def query_command(run_dir: str = typer.Argument(..., metavar="RUN", help="The run directory.")) -> None:
+    """Show the open round's query and write the items still to answer to round-<t>/todo.{jsonl,csv}.
+
+    The query itself (with the model's suggestions) is written by `star run` when it stops for
+    labels (al.annotator=human); this command needs no model."""
+    from .human import open_round, write_todo
+
+    open_ = open_round(run_dir)
+    jsonl, csv_path, left = write_todo(open_)
+    total = len(open_.items)
+    typer.echo(f"round {open_.index} of {open_.run.path}: {left} of {total} item(s) still need an answer")
+    typer.echo(f"  whole batch : {open_.query_path} (and .csv)")
+    if left == 0:
+        typer.echo(f"all labelled; train on them with: star run --resume {open_.run.path}")
+        return
+    typer.echo(f"  to answer   : {jsonl}\n                {csv_path}")
+    typer.echo(f"fill in the answer column, then: star label {open_.run.path} FILE   (or answer in the page: "
+               f"star annotate {open_.run.path})")
+
+
+@app.command("label")
+def label_command(
+    run_dir: str = typer.Argument(..., metavar="RUN", help="The run directory."),
+    file: str = typer.Argument(..., metavar="FILE", help="Answers: JSON lines or .csv with id and answer."),
+    annotator: str = typer.Option("human", "--annotator", help="Who answered (unless the file names it)."),
+) -> None:
+    """Import answers into the open round: every line is checked first, then all are committed at once."""
+    from .human import import_labels, open_round
+
+    count = import_labels(run_dir, file, annotator)
+    open_ = open_round(run_dir)
+    left = len(open_.remaining())
+    typer.echo(f"imported {count} label(s) into round {open_.index} of {open_.run.path}; {left} still to answer")
+    if left == 0:
+        typer.echo(f"next: star run --resume {open_.run.path}")
+
+
+@app.command("annotate")
+def annotate_command(
+    run_dir: str = typer.Argument(..., metavar="RUN", help="The run directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: loopback only)."),
+    port: int = typer.Option(0, "--port", help="Port (0: any free port).", min=0, max=65535),
+    annotator: str = typer.Option("web", "--annotator", help="Name recorded as human:NAME with each label."),
+) -> None:
+    """Serve a local page to answer the open round's query; each answer is committed as it is given."""
+    from .annotate import is_loopback, make_server
+    from .human import open_round
+
+    server = make_server(run_dir, host, port, f"human:{annotator}")
+    if not is_loopback(host):
+        typer.secho(f"warning: serving on {host}: anyone who can reach it can write labels", fg="yellow", err=True)
+    typer.echo(f"annotate round {open_round(run_dir).index} of {run_dir} at {server.url}  (Ctrl+C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        typer.echo("stopped; every answer given is in the label store")
+    finally:
+        server.server_close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: StarErrors become one clear message and exit code 2, never a traceback."""
     try:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .batching import length_batches
 
 
@@ -81,12 +82,18 @@ def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], ma
 def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,  # noqa: ANN001
              is_complete: Callable[[str], bool] | None = None, desc: str = "generate",
              show_progress: bool = True) -> list[Generation]:
-    """Greedy answers for all prompts, length-bucketed into batches, in input order."""
+    """Greedy answers for all prompts, length-bucketed into batches, in input order.
+
+    Whole batches are shared out across processes in a multi-process run and gathered back.
+    """
+    dist = distributed.current()
+    batches = dist.shard(list(length_batches([len(p) for p in prompts], batch_size)))
+    done: list[tuple[int, Generation]] = []
+    for batch in tqdm(batches, desc=desc, unit="batch", disable=not show_progress or not dist.is_main, leave=False):
+        done.extend(zip(batch, generate_batch(model, tokenizer, [prompts[i] for i in batch], max_new_tokens, is_complete)))
     results: list[Generation | None] = [None] * len(prompts)
-    batches = list(length_batches([len(p) for p in prompts], batch_size))
-    for batch in tqdm(batches, desc=desc, unit="batch", disable=not show_progress, leave=False):
-        for i, gen in zip(batch, generate_batch(model, tokenizer, [prompts[i] for i in batch], max_new_tokens, is_complete)):
-            results[i] = gen
+    for i, gen in dist.gather(done):
+        results[i] = gen
     return [r for r in results if r is not None]
 
 

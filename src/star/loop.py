@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import distributed
 from .annotators import ANNOTATORS, Oracle
 from .batching import encode_prompts, encode_responses
 from .config import RunConfig, build_config, dump_config, load_config
@@ -59,6 +60,7 @@ class Experiment:
     strategy: Strategy
     pool_prompts: list[list[int]]
     test_prompts: list[list[int]]
+    dist: distributed.Dist = field(default_factory=distributed.Dist)
     show_progress: bool = True
     base: dict[str, float] = field(default_factory=dict)  # id -> u_base (strategy's measure)
     live_round: int = -1  # round whose adapter is loaded; -1 = fresh
@@ -102,15 +104,19 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     task = build_task(config.task)
     pool_full, test = task.load("pool"), task.load("test")
     _check_pool(config, pool_full)
+    dist = distributed.init(config.model.device)
+    if dist.world > 1 and config.al.annotator != "oracle":
+        raise ConfigError("human annotation runs in one process", hint="start `star run` without a multi-process launcher")
     model = load_model(config.model, config.lora)
-    if not resumed:  # only once everything loaded: a failed start leaves no half-made run behind
+    if not resumed and dist.is_main:  # only once everything loaded: a failed start leaves no half-made run behind
         run = RunDir.create(config.output_dir)
         run.config_path.write_text(dump_config(config), encoding="utf-8")
+    dist.barrier()
     tok = model.tokenizer
     return Experiment(
         config=config, run=run, task=task,
         pool=[Example(e.id, e.question, None, e.meta) for e in pool_full], test=test,
-        oracle=Oracle(pool_full), store=LabelStore(run.labels_path), model=model,
+        oracle=Oracle(pool_full), store=LabelStore(run.labels_path), model=model, dist=dist,
         strategy=get_strategy(config.al.strategy),
         pool_prompts=encode_prompts(tok, [task.prompt(e.question) for e in pool_full], config.train.max_prompt_tokens),
         test_prompts=encode_prompts(tok, [task.prompt(e.question) for e in test], config.train.max_prompt_tokens),
@@ -175,7 +181,8 @@ def ensure_base_scores(exp: Experiment, idx: list[int]) -> None:
         u = _uncertainty(exp, missing, use_base=True, seed=0)
     rows = read_jsonl(path) if path.is_file() else []
     rows += [{"id": exp.pool[i].id, "pe": float(u.pe[j].mean()), "me": float(u.me[j].mean())} for j, i in enumerate(missing)]
-    write_jsonl(path, rows)
+    if exp.dist.is_main:
+        write_jsonl(path, rows)
     exp.base.update({exp.pool[i].id: float(getattr(u, measure)[j].mean()) for j, i in enumerate(missing)})
 
 
@@ -219,10 +226,11 @@ def select_round(exp: Experiment, t: int) -> tuple[list[str], float | None]:
     rng = np.random.default_rng(derive_seed(cfg.seed, t, "initial" if t == 0 else "select"))
     scores, chosen = strategy.select(ScoreInputs(u_base, u_full, lam_t or 0.0, rng, len(idx)), k)
     picked = set(int(c) for c in chosen)
-    write_jsonl(exp.run.scores_path(t), (
-        {"id": ids[j], "u_base": None if u_base is None else float(u_base[j]),
-         "u_full": None if u_full is None else float(u_full[j]), "score": float(scores[j]), "selected": j in picked}
-        for j in range(len(ids))))
+    if exp.dist.is_main:
+        write_jsonl(exp.run.scores_path(t), (
+            {"id": ids[j], "u_base": None if u_base is None else float(u_base[j]),
+             "u_full": None if u_full is None else float(u_full[j]), "score": float(scores[j]), "selected": j in picked}
+            for j in range(len(ids))))
     return [ids[int(c)] for c in chosen], lam_t
 
 
@@ -258,7 +266,8 @@ def train_round(exp: Experiment, t: int) -> dict[str, Any]:
     responses = encode_responses(exp.model.tokenizer, [exp.task.target(lab.answer) for lab in labels], cfg.train.max_answer_tokens)
     stats = train_adapter(exp.model.model, prompts, responses, exp.pad_id, cfg.train,
                           derive_seed(cfg.seed, t, "train"), exp.show_progress)
-    save_adapter(exp.model.model, exp.run.adapter_dir(t))
+    if exp.dist.is_main:
+        save_adapter(exp.model.model, exp.run.adapter_dir(t))
     exp.live_round = t
     return {"steps": stats.steps, "examples": stats.examples, "tokens": stats.tokens,
             "final_loss": stats.final_loss, "mean_loss": stats.mean_loss}
@@ -283,7 +292,11 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
         lam_t = None if t == 0 else lam(cfg.al.schedule, t - 1, cfg.al.schedule_horizon or cfg.al.rounds, cfg.al.schedule_value)
     seconds["score"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    missing = ANNOTATORS[cfg.al.annotator](exp).acquire(exp, t, selected)
+    if exp.dist.is_main:
+        ANNOTATORS[cfg.al.annotator](exp).acquire(exp, t, selected)
+    exp.dist.barrier()  # labels committed by the main process are visible to all
+    labelled = {lab.example_id for lab in exp.store.in_round(t)}
+    missing = [i for i in selected if i not in labelled]
     seconds["label"] = time.perf_counter() - clock
     if missing:
         log.info("round %d waits for %d label(s); resume with `star run --resume %s` once they are given",
@@ -294,7 +307,8 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
     seconds["train"] = time.perf_counter() - clock
     clock = time.perf_counter()
     result = evaluate(exp.model.model, exp.model.tokenizer, exp.task, exp.test, exp.test_prompts, cfg.eval, exp.show_progress)
-    write_jsonl(exp.run.predictions_path(t), result.predictions)
+    if exp.dist.is_main:
+        write_jsonl(exp.run.predictions_path(t), result.predictions)
     seconds["eval"] = time.perf_counter() - clock
     seconds["total"] = sum(seconds.values())
     metrics = {
@@ -304,7 +318,9 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
         "accuracy": result.accuracy, "ece": result.ece, "mean_confidence": result.mean_confidence,
         "n_test": result.n, "train": train, "seconds": seconds, "reliability": result.reliability,
     }
-    write_json(exp.run.metrics_path(t), metrics)
+    if exp.dist.is_main:
+        write_json(exp.run.metrics_path(t), metrics)
+    exp.dist.barrier()
     log.info("round %d: labels %d, accuracy %.4f, ece %.4f, %.1fs", t, metrics["labels"], result.accuracy, result.ece, seconds["total"])
     return metrics
 
@@ -314,12 +330,12 @@ def run(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | N
     """Run a new experiment, or resume one after its last finished round; returns all rounds' metrics."""
     exp = setup(config, resume, show_progress)
     try:
-        with _run_log(exp, resumed=resume is not None):
+        with _run_log(exp, resumed=resume is not None) if exp.dist.is_main else contextlib.nullcontext():
             for t in range(len(exp.run.finished_rounds()), exp.config.al.rounds):
                 if run_round(exp, t) is None:
                     break
         metrics = exp.run.metrics()
-        if show_progress:
+        if show_progress and exp.dist.is_main:
             print_rounds(metrics, exp.run.path)
         return metrics
     finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import seeded_dropout
 from .config import DEFAULT_MODEL, LoraSettings, ModelConfig
 from .errors import ConfigError, ModelLoadError
 
@@ -105,7 +106,9 @@ def check_model_name(name: str) -> str | None:
 def pick_device(device: str) -> torch.device:
     """'auto' -> cuda if available else cpu; an unavailable CUDA request is a ConfigError."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per launched process
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"model.device={device!r} but CUDA is not available", hint="use model.device=cpu or auto")
     return torch.device(device)
@@ -179,7 +182,9 @@ def attach_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora)
+    seeded_dropout.install(peft_model)
+    return peft_model
 
 
 def load_model(config: ModelConfig, lora: LoraSettings) -> LoadedModel:
@@ -224,7 +229,7 @@ def mc_dropout(model: nn.Module, enabled: bool = True) -> Iterator[None]:
     model.eval()
     if enabled:
         for name, module in model.named_modules():
-            if name.endswith("lora_dropout") or ".lora_dropout." in name:
+            if ".lora_dropout." in name:
                 module.train()
     try:
         yield

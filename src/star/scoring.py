@@ -1,7 +1,8 @@
 """Batched, gradient-free uncertainty of the pool: PE and ME over a response, K MC passes.
 
 Output arrays: pe, me of shape (n, K) for n pool examples and K passes (K = 1 when the
-passes are deterministic: base model, or MC dropout off).
+passes are deterministic: base model, or MC dropout off). Each example's dropout masks come
+from its own seed (`seeded_dropout`), so scores do not depend on batching or processes.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .batching import collate_pairs, length_batches
 from .forward import sequence_scores
 from .modeling import mc_dropout
+from .seeded_dropout import row_seeds
 
 
 @dataclass
@@ -31,32 +34,42 @@ class Uncertainty:
         return getattr(self, measure).mean(axis=1)
 
 
+def row_seed(seed: int, index: int, k: int) -> int:
+    """The dropout seed of example `index` in pass `k`."""
+    return (seed * 0x9E3779B1 + index * 0x85EBCA77 + k * 0xC2B2AE3D) % (2**62)
+
+
+def _score_batch(model: nn.Module, idx: list[int], prompts: Sequence[list[int]], responses: Sequence[list[int]],
+                 pad_id: int, passes: int, seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(B, K) PE and ME for one batch, its K passes stacked on the batch axis."""
+    rows = [(k, i) for k in range(passes) for i in idx]  # (K*B,) pass-major
+    batch = collate_pairs([prompts[i] for _, i in rows], [responses[i] for _, i in rows], pad_id).to(device)
+    lengths = batch.attention_mask.sum(1).tolist()
+    with row_seeds([row_seed(seed, i, k) for k, i in rows], lengths):
+        pe, me = sequence_scores(model, batch)  # (K*B,) each
+    return (pe.view(passes, len(idx)).T.double().cpu().numpy(), me.view(passes, len(idx)).T.double().cpu().numpy())
+
+
 @torch.inference_mode()
 def score_pairs(model: nn.Module, prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int,
                 batch_size: int, passes: int = 1, mc: bool = False, seed: int = 0, desc: str = "score",
                 show_progress: bool = True) -> Uncertainty:
     """PE/ME of each response given its prompt; with `mc`, K passes with LoRA dropout on.
 
-    The K passes are batched: each batch is repeated K times along the batch axis, so every
-    row draws its own dropout mask in one forward.
+    Batches (of `batch_size` rows, K passes included) are shared out across processes when
+    the run is launched on several, and the results gathered on every process.
     """
     passes = passes if mc else 1
+    dist = distributed.current()
     device = next(model.parameters()).device
-    n = len(prompts)
-    pe = np.zeros((n, passes), dtype=np.float64)
-    me = np.zeros((n, passes), dtype=np.float64)
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # MC masks are reproducible for a given (seed, round)
-    per_batch = max(1, batch_size // passes)
-    try:
-        with mc_dropout(model, enabled=mc):
-            for idx in tqdm(list(length_batches(lengths, per_batch)), desc=desc, unit="batch", disable=not show_progress, leave=False):
-                rows = [i for _ in range(passes) for i in idx]  # (K*B,) pass-major
-                batch = collate_pairs([prompts[i] for i in rows], [responses[i] for i in rows], pad_id).to(device)
-                b_pe, b_me = sequence_scores(model, batch)  # (K*B,) each
-                pe[idx] = b_pe.view(passes, len(idx)).T.double().cpu().numpy()
-                me[idx] = b_me.view(passes, len(idx)).T.double().cpu().numpy()
-    finally:
-        torch.random.set_rng_state(generator_state)
+    batches = dist.shard(list(length_batches(lengths, max(1, batch_size // passes))))
+    done: list[tuple[list[int], np.ndarray, np.ndarray]] = []
+    with mc_dropout(model, enabled=mc):
+        for idx in tqdm(batches, desc=desc, unit="batch", disable=not show_progress or not dist.is_main, leave=False):
+            done.append((idx, *_score_batch(model, idx, prompts, responses, pad_id, passes, seed, device)))
+    pe = np.zeros((len(prompts), passes), dtype=np.float64)
+    me = np.zeros((len(prompts), passes), dtype=np.float64)
+    for idx, b_pe, b_me in dist.gather(done):
+        pe[idx], me[idx] = b_pe, b_me
     return Uncertainty(pe, me)

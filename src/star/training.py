@@ -16,10 +16,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .batching import collate_pairs, length_batches
+from . import distributed
+from .batching import PairBatch, collate_pairs, length_batches
 from .config import TrainConfig
-from .forward import response_loss
+from .forward import response_logits
 from .modeling import lora_parameters
+from .scoring import row_seed
+from .seeded_dropout import row_seeds
 
 
 @dataclass
@@ -60,37 +63,79 @@ def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_r
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+class ResponseLoss(nn.Module):
+    """The model plus its answer-token loss in one forward, so DDP / FSDP wrap the whole step."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: PairBatch, total_tokens: int, world: int) -> torch.Tensor:
+        """Sum of token losses / tokens of the *global* batch, times world (DDP averages over processes)."""
+        logits = response_logits(self.model, batch)  # (M, V)
+        loss_sum = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum")
+        return loss_sum * world / total_tokens
+
+
+def _step_rows(idx: list[int], responses: Sequence[list[int]], epoch: int, seed: int, dist: distributed.Dist,
+               ) -> tuple[list[int], list[int], int]:
+    """This process's rows of a global batch, their dropout seeds, and the batch's response tokens."""
+    total = sum(len(responses[i]) for i in idx)
+    mine = dist.shard(idx)
+    return mine, [row_seed(seed, i, epoch) for i in mine], total
+
+
+def _prepare(model: nn.Module, dist: distributed.Dist) -> tuple[nn.Module, object | None]:
+    """The loss module, wrapped by accelerate (DDP / FSDP / DeepSpeed per its config) when launched on several processes."""
+    module = ResponseLoss(model)
+    if dist.world == 1:
+        return module, None
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=next(model.parameters()).device.type == "cpu")
+    return accelerator.prepare_model(module), accelerator
+
+
 def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int,
                   config: TrainConfig, seed: int, show_progress: bool = True) -> TrainStats:
-    """Fit the live adapter on (prompt, response) pairs; deterministic for a given seed."""
+    """Fit the live adapter on (prompt, response) pairs; deterministic for a given seed.
+
+    Each global batch is the same whatever the number of processes: every process takes a
+    share of its rows, and each row's dropout mask comes from its own seed, so a multi-process
+    run trains the same adapter as one process (up to floating-point summation order).
+    """
     start = time.perf_counter()
+    dist = distributed.current()
     device = next(model.parameters()).device
     rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)  # LoRA dropout masks
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
-    steps_per_epoch = math.ceil(len(prompts) / config.batch_size)
-    total = steps_per_epoch * config.epochs
+    total_steps = math.ceil(len(prompts) / config.batch_size) * config.epochs
     optimizer = make_optimizer(model, config)
-    scheduler = linear_schedule(optimizer, total, config.warmup_ratio)
+    scheduler = linear_schedule(optimizer, total_steps, config.warmup_ratio)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+    step_module, accelerator = _prepare(model, dist)
     model.train()
     losses, tokens = [], 0
-    bar = tqdm(total=total, desc="train", unit="step", disable=not show_progress, leave=False)
-    for _epoch in range(config.epochs):
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress or not dist.is_main, leave=False)
+    for epoch in range(config.epochs):
         for idx in length_batches(lengths, config.batch_size, rng):
-            batch = collate_pairs([prompts[i] for i in idx], [responses[i] for i in idx], pad_id).to(device)
-            loss = response_loss(model, batch)
+            mine, seeds, total = _step_rows(idx, responses, epoch, seed, dist)
+            batch = collate_pairs([prompts[i] for i in mine], [responses[i] for i in mine], pad_id).to(device)
+            with row_seeds(seeds, batch.attention_mask.sum(1).tolist()):
+                loss = step_module(batch, total, dist.world)
             loss.backward()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(float(loss.detach()))
-            tokens += int(batch.targets.numel())
+            losses.append(dist.sum(float(loss.detach()) / dist.world))  # the global batch's mean token loss
+            tokens += total
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
+    if accelerator is not None:
+        accelerator.free_memory()
     model.eval()
     if config.gradient_checkpointing:
         model.gradient_checkpointing_disable()

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from star.seeded_dropout import RowSeededDropout
 from torch import nn
 
 from star.config import LoraSettings, ModelConfig, TrainConfig
@@ -194,7 +196,7 @@ def test_mc_dropout_context_enables_only_lora_dropout(model: nn.Module) -> None:
         on = training_modules(model)
         assert on, "no module is stochastic under mc_dropout"
         assert all("lora_dropout" in name for name in on)
-        dropouts = [n for n, m in model.named_modules() if isinstance(m, nn.Dropout) and "lora_dropout" in n]
+        dropouts = [n for n, m in model.named_modules() if isinstance(m, (nn.Dropout, RowSeededDropout)) and "lora_dropout" in n]
         assert set(dropouts) <= set(on) and len(dropouts) == 14
     assert all(m.training for m in model.modules())  # restored as it was
     model.eval()

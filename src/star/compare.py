@@ -1,0 +1,285 @@
+"""A grid of arms (strategies or ablations) x seeds on one task: resumable runs, then one report.
+
+    OUT/grid.yaml            the grid: base config, arms (name + overrides), seeds, cells
+    OUT/<arm>/seed-<s>/      one normal run directory per cell (`star run --resume` works on it)
+    OUT/report/              report.md/.html/.json and the figures (`star.report`)
+
+Every cell's config is validated before any runs. Re-running the same grid (or
+`star compare --resume OUT`) skips finished cells, resumes unfinished ones and starts missing ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import RunConfig, build_config, load_config, parse_override
+from .errors import ConfigError, RunStateError
+from .report import GRID_FILE, write_report
+from .runs import RunDir
+
+_ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_RESERVED = {"report"}
+_GRID_SET = ("seed", "output_dir")
+GRID_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a grid: a name (its folder) and dotted config overrides, e.g. 'al.strategy=pe'."""
+
+    name: str
+    overrides: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Accept any sequence of overrides; store a tuple (hashable, comparable)."""
+        object.__setattr__(self, "overrides", tuple(self.overrides))
+
+    @classmethod
+    def strategy(cls, name: str) -> "Arm":
+        """The arm that runs strategy `name`, named after it."""
+        return cls(name, (f"al.strategy={name}",))
+
+    @classmethod
+    def parse(cls, text: str) -> "Arm":
+        """'NAME:key=val,key=val' -> Arm (a piece without '=' continues the previous value, e.g. a list)."""
+        name, sep, rest = text.partition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"bad --arm {text!r}",
+                              hint="write --arm NAME:key=value,key=value, e.g. --arm no-decay:train.weight_decay_b=0")
+        pieces: list[str] = []
+        for piece in rest.split(","):
+            if "=" in piece or not pieces:
+                pieces.append(piece.strip())
+            else:
+                pieces[-1] += "," + piece.strip()
+        return cls(name.strip(), tuple(p for p in pieces if p))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,1,2' -> [0, 1, 2]."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}", hint="e.g. --seeds 0,1,2") from None
+    if not seeds:
+        raise ConfigError("--seeds is empty", hint="e.g. --seeds 0,1,2")
+    return seeds
+
+
+def parse_strategies(text: str) -> list[Arm]:
+    """'random,pe-dynamic' -> one arm per strategy, named after it."""
+    return [Arm.strategy(s.strip()) for s in text.split(",") if s.strip()]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of the grid: arm x seed, its folder and validated config."""
+
+    arm: str
+    seed: int
+    path: Path
+    config: RunConfig
+
+    @property
+    def label(self) -> str:
+        """'arm/seed-s', the cell's folder under the grid."""
+        return f"{self.arm}/seed-{self.seed}"
+
+
+def _check_shape(arms: Sequence[Arm], seeds: Sequence[int]) -> None:
+    """Arms named uniquely and safely, overrides well-formed, seeds unique integers."""
+    problems = []
+    if not arms:
+        problems.append("no arms: give --strategies and/or --arm")
+    if not seeds:
+        problems.append("no seeds: give --seeds, e.g. 0,1,2")
+    names = [a.name for a in arms]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"arm {name!r} is given more than once")
+    for arm in arms:
+        if not _ARM_NAME.match(arm.name) or arm.name in _RESERVED:
+            problems.append(f"arm name {arm.name!r} must be a folder name (letters, digits, . _ + -) other than 'report'")
+        for text in arm.overrides:
+            try:
+                key = ".".join(parse_override(text)[0])
+            except ConfigError:
+                problems.append(f"arm {arm.name}: override {text!r} is not key=value")
+                continue
+            if key in _GRID_SET:
+                problems.append(f"arm {arm.name}: {key} is set by the grid per cell; remove it")
+    if len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        problems.append(f"seeds {list(seeds)} must be distinct integers")
+    if problems:
+        raise ConfigError("invalid grid:\n" + "\n".join(f"  - {p}" for p in problems),
+                          hint="fix --strategies / --arm / --seeds; nothing was run")
+
+
+def _base_dict(base_config: RunConfig | dict[str, Any] | None) -> dict[str, Any]:
+    """The validated base config as plain data, without the per-cell seed and output_dir."""
+    if base_config is None or isinstance(base_config, dict):
+        base_config = build_config(copy.deepcopy(base_config or {}), source="compare base config")
+    data = base_config.model_dump(mode="json")
+    for key in _GRID_SET:
+        data.pop(key, None)
+    return data
+
+
+def _indent(text: str) -> str:
+    """Every line of `text` indented by four spaces."""
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+def _existing_mismatch(cell: Cell) -> str | None:
+    """Why a cell folder's existing run is not this cell's run (None: absent or the same)."""
+    run = RunDir(cell.path)
+    if not run.config_path.is_file():
+        return None
+    try:
+        have = load_config(run.config_path).model_dump(mode="json")
+    except ConfigError as e:
+        return f"its config.yaml is invalid:\n{_indent(e.message)}"
+    want = cell.config.model_dump(mode="json")
+    have.pop("output_dir", None)
+    want.pop("output_dir", None)
+    diff = sorted(k for k in _flat(want).keys() | _flat(have).keys() if _flat(want).get(k) != _flat(have).get(k))
+    return None if not diff else f"holds a run with a different config (differs in {', '.join(diff)})"
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{'al': {'rounds': 3}} -> {'al.rounds': 3}."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}.{key}" if prefix else key).items()}
+
+
+def plan(base: dict[str, Any], arms: Sequence[Arm], seeds: Sequence[int], out_dir: Path) -> list[Cell]:
+    """Every cell's validated config, or one ConfigError listing every bad cell."""
+    _check_shape(arms, seeds)
+    cells, problems = [], []
+    for arm in arms:
+        for seed in seeds:
+            path = out_dir / arm.name / f"seed-{seed}"
+            data = {**copy.deepcopy(base), "seed": seed, "output_dir": str(path)}
+            try:
+                cell = Cell(arm.name, seed, path, build_config(data, list(arm.overrides), source=f"arm {arm.name}, seed {seed}"))
+            except ConfigError as e:
+                problems.append(f"cell {arm.name}/seed-{seed}:\n{_indent(e.message)}")
+                continue
+            mismatch = _existing_mismatch(cell)
+            if mismatch:
+                problems.append(f"cell {cell.label}: {path} {mismatch}")
+            cells.append(cell)
+    if problems:
+        raise ConfigError(f"{len(problems)} of {len(arms) * len(seeds)} grid cells are invalid:\n" + "\n".join(problems),
+                          hint="fix the base config or the arms' overrides (or move the conflicting folders away);"
+                               " nothing was run")
+    return cells
+
+
+def _grid_data(base: dict[str, Any], arms: Sequence[Arm], seeds: Sequence[int]) -> dict[str, Any]:
+    """What grid.yaml records (normalised through YAML, so a re-read compares equal)."""
+    data = {
+        "version": GRID_VERSION, "base_config": base,
+        "arms": [{"name": a.name, "overrides": list(a.overrides)} for a in arms], "seeds": list(seeds),
+        "cells": [{"arm": a.name, "seed": s, "path": f"{a.name}/seed-{s}"} for a in arms for s in seeds],
+    }
+    return yaml.safe_load(yaml.safe_dump(data, sort_keys=False))
+
+
+def _check_grid(out_dir: Path, grid: dict[str, Any]) -> bool:
+    """Whether OUT/grid.yaml exists; raise if it records another grid or OUT holds something else."""
+    path = out_dir / GRID_FILE
+    if not path.is_file():
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise RunStateError(f"{out_dir} is not empty and holds no {GRID_FILE}",
+                                hint="choose a new --out folder for the grid")
+        return False
+    old = read_grid(out_dir)
+    diff = [k for k in ("arms", "seeds") if old.get(k) != grid[k]]
+    base_old, base_new = _flat(old.get("base_config") or {}), _flat(grid["base_config"])
+    diff += sorted(f"base_config.{k}" for k in base_old.keys() | base_new.keys() if base_old.get(k) != base_new.get(k))
+    if diff:
+        raise ConfigError(f"{path} records a different grid (differs in {', '.join(diff)})",
+                          hint=f"continue it with `star compare --resume {out_dir}`, or choose a new --out")
+    return True
+
+
+def _write_grid(out_dir: Path, grid: dict[str, Any]) -> None:
+    """Write OUT/grid.yaml atomically (temp file, then rename)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / (GRID_FILE + ".tmp")
+    tmp.write_text(yaml.safe_dump(grid, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, out_dir / GRID_FILE)
+
+
+def read_grid(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The grid recorded in OUT/grid.yaml, checked for the fields `compare` needs."""
+    path = Path(out_dir) / GRID_FILE
+    if not path.is_file():
+        raise RunStateError(f"{path} does not exist", hint="pass the --out folder of an earlier `star compare`")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise RunStateError(f"grid file {path} is not valid YAML: {e}", hint="restore it or start a new grid") from e
+    if not isinstance(data, dict) or not {"base_config", "arms", "seeds"} <= data.keys():
+        raise RunStateError(f"grid file {path} lacks base_config, arms or seeds", hint="restore it or start a new grid")
+    return data
+
+
+def _run_cell(cell: Cell, i: int, n: int, show_progress: bool) -> None:
+    """Skip a finished cell, resume an unfinished one, start a missing one."""
+    from . import loop
+
+    run = RunDir(cell.path)
+    done = len(run.finished_rounds()) if run.config_path.is_file() else None
+    total = cell.config.al.rounds
+    if done is not None and done >= total:
+        _say(show_progress, f"[{i}/{n}] {cell.label}: finished ({done}/{total} rounds), skipped")
+        return
+    _say(show_progress, f"[{i}/{n}] {cell.label}: " + ("starting" if done is None else f"resuming at round {done} of {total}"))
+    if done is None:
+        loop.run(cell.config, show_progress=show_progress)
+    else:
+        loop.run(resume=cell.path, show_progress=show_progress)
+    done = len(run.finished_rounds())
+    if done < total:  # e.g. a human annotator has not given this round's labels yet
+        _say(show_progress, f"[{i}/{n}] {cell.label}: stopped at {done}/{total} rounds; re-run to continue")
+
+
+def _say(show: bool, text: str) -> None:
+    """Print a progress line when progress is shown."""
+    if show:
+        print(text, flush=True)
+
+
+def compare(base_config: RunConfig | dict[str, Any] | None, arms: Sequence[Arm], seeds: Sequence[int],
+            out_dir: str | os.PathLike[str], show_progress: bool = True) -> Path:
+    """Run (or continue) every arm x seed cell under `out_dir`, then write OUT/report/; returns that folder."""
+    out = Path(out_dir)
+    base = _base_dict(base_config)
+    _check_shape(arms, seeds)
+    grid = _grid_data(base, arms, seeds)
+    existing = _check_grid(out, grid)
+    cells = plan(base, arms, seeds, out)
+    if not existing:
+        _write_grid(out, grid)
+    for i, cell in enumerate(cells, 1):
+        _run_cell(cell, i, len(cells), show_progress)
+    report = write_report([out], out / "report")
+    _say(show_progress, f"report: {report / 'report.md'}")
+    return report
+
+
+def resume_compare(out_dir: str | os.PathLike[str], show_progress: bool = True) -> Path:
+    """Continue the grid recorded in OUT/grid.yaml."""
+    grid = read_grid(out_dir)
+    arms = [Arm(str(a["name"]), tuple(a.get("overrides") or ())) for a in grid["arms"]]
+    return compare(grid["base_config"], arms, list(grid["seeds"]), out_dir, show_progress)
