@@ -31,6 +31,7 @@ class ModelConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N.")
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 = all cores.")
+    load_in_4bit: bool = Field(False, description="QLoRA: load the base in 4-bit NF4 (bitsandbytes, CUDA only).")
 
 
 class TaskConfig(_Section):

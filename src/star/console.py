@@ -13,7 +13,7 @@ def rounds_table(metrics: list[dict[str, Any]], title: str = "rounds") -> Table:
     """round, labels, accuracy, ECE and seconds per phase."""
     table = Table(title=title)
     for name in ("round", "labels", "strategy", "lambda", "accuracy", "ECE", "score s", "train s", "eval s", "total s"):
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     for m in metrics:
         s = m["seconds"]
         lam = "-" if m.get("lambda") is None else f"{m['lambda']:.2f}"
@@ -24,6 +24,6 @@ def rounds_table(metrics: list[dict[str, Any]], title: str = "rounds") -> Table:
 
 def print_rounds(metrics: list[dict[str, Any]], run_dir: Path) -> None:
     """Print the table of rounds and where the run lives."""
-    console = Console()
+    console = Console(width=max(Console().width, 120))  # the whole table, also when piped
     console.print(rounds_table(metrics, title=f"STAR run {run_dir}"))
     console.print(f"run directory: {run_dir}  (resume with `star run --resume {run_dir}`)")

@@ -28,7 +28,7 @@ from .errors import ConfigError, PoolExhaustedError
 from .evaluation import evaluate
 from .generation import generate
 from .labels import LabelStore
-from .modeling import LoadedModel, adapter_disabled, check_model_name, load_adapter_weights, load_model, reset_adapter, save_adapter
+from .modeling import LoadedModel, adapter_disabled, check_model_config, load_adapter_weights, load_model, reset_adapter, save_adapter
 from .runs import RunDir, read_jsonl, write_json, write_jsonl
 from .schedules import lam
 from .scoring import Uncertainty, score_pairs
@@ -90,9 +90,9 @@ def _resolve(config: RunConfig | dict[str, Any] | None, resume: str | Path | Non
         config = build_config()
     elif isinstance(config, dict):
         config = build_config(config)
-    problem = check_model_name(config.model.name)
-    if problem:
-        raise ConfigError(problem)
+    problems = check_model_config(config.model)
+    if problems:
+        raise ConfigError("; ".join(problems))
     RunDir.refuse_existing(config.output_dir)
     return config, RunDir(config.output_dir), False
 

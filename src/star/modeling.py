@@ -103,6 +103,18 @@ def check_model_name(name: str) -> str | None:
     return None
 
 
+def check_model_config(config: ModelConfig) -> list[str]:
+    """Problems with the model section visible before loading: missing folder, 4-bit without CUDA."""
+    problems = [p for p in [check_model_name(config.name)] if p]
+    if config.load_in_4bit:
+        if not torch.cuda.is_available():
+            problems.append("model.load_in_4bit=true needs a CUDA GPU (bitsandbytes 4-bit); none is available here."
+                            " Set model.load_in_4bit=false on a CPU")
+        elif importlib.util.find_spec("bitsandbytes") is None:
+            problems.append("model.load_in_4bit=true needs the bitsandbytes package: pip install bitsandbytes")
+    return problems
+
+
 def pick_device(device: str) -> torch.device:
     """'auto' -> cuda if available else cpu; an unavailable CUDA request is a ConfigError."""
     if device == "auto":
@@ -150,17 +162,38 @@ def load_base(config: ModelConfig) -> tuple[nn.Module, object, torch.device, tor
     device = pick_device(config.device)
     dtype = pick_dtype(config.dtype, device)
     path = resolve_model_path(config.name)
+    quantized = _four_bit_kwargs(config, dtype, device)
     try:
         tokenizer = load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **quantized)
     except (OSError, ValueError) as e:
         raise ModelLoadError(
             f"could not load model {config.name!r}: {str(e).splitlines()[0]}",
             hint="check model.name; without network only local folders and cached hub models load",
         ) from e
-    model.to(device).eval()
+    if quantized:  # QLoRA: a 4-bit frozen base, LoRA in the compute dtype
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model.to(device)
+    model.eval()
     model.requires_grad_(False)
     return model, tokenizer, device, dtype
+
+
+def _four_bit_kwargs(config: ModelConfig, dtype: torch.dtype, device: torch.device) -> dict:
+    """from_pretrained arguments for a 4-bit NF4 base (QLoRA), or none."""
+    if not config.load_in_4bit:
+        return {}
+    problems = check_model_config(config)
+    if problems:
+        raise ConfigError(problems[-1])
+    from transformers import BitsAndBytesConfig
+
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype,
+                             bnb_4bit_use_double_quant=True)
+    return {"quantization_config": bnb, "device_map": {"": device}}
 
 
 def attach_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
@@ -191,7 +224,9 @@ def load_model(config: ModelConfig, lora: LoraSettings) -> LoadedModel:
     """Base model + tokenizer + a LoRA adapter, on the configured device and dtype."""
     base, tokenizer, device, dtype = load_base(config)
     model = attach_lora(base, lora)
-    model.to(device).eval()
+    if not config.load_in_4bit:
+        model.to(device)
+    model.eval()
     return LoadedModel(model, tokenizer, device, dtype)
 
 

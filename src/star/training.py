@@ -123,9 +123,9 @@ def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
         for idx in length_batches(lengths, config.batch_size, rng):
             mine, seeds, total = _step_rows(idx, responses, epoch, seed, dist)
             batch = collate_pairs([prompts[i] for i in mine], [responses[i] for i in mine], pad_id).to(device)
-            with row_seeds(seeds, batch.attention_mask.sum(1).tolist()):
+            with row_seeds(seeds, batch.attention_mask.sum(1).tolist()):  # also around backward: checkpointing recomputes
                 loss = step_module(batch, total, dist.world)
-            loss.backward()
+                loss.backward()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

@@ -205,3 +205,14 @@ def test_jsonl_choice_needs_choices(tmp_path: Path) -> None:
         build_task(TaskConfig(name="jsonl", path=str(folder), answer_type="choice"))
     with pytest.raises(ConfigError, match="repeats"):
         build_task(TaskConfig(name="jsonl", path=str(folder), answer_type="choice", choices=["Yes", "yes"]))
+
+
+def test_deeply_nested_json_line_is_a_data_error(tmp_path):
+    """A pathological line (100k nested brackets) is a clear DataError, not a RecursionError traceback."""
+    from star.errors import DataError
+    from star.tasks.files import read_jsonl
+
+    path = tmp_path / "deep.jsonl"
+    path.write_text("[" * 100_000 + "\n")
+    with pytest.raises(DataError, match=r"deep.jsonl:1"):
+        read_jsonl(path, ["question", "answer"])

@@ -45,6 +45,8 @@ def _parse(path: Path, number: int, text: str) -> dict[str, Any]:
         record = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{number}: malformed JSON at column {e.colno}: {e.msg}", hint=_FORMAT_HINT) from None
+    except RecursionError:
+        raise DataError(f"{path}:{number}: JSON nested too deeply", hint=_FORMAT_HINT) from None
     if not isinstance(record, dict):
         raise DataError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}", hint=_FORMAT_HINT)
     return record

@@ -1,0 +1,65 @@
+"""Options for scaling: 4-bit base errors, gradient checkpointing, batch-invariant MC dropout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from star.batching import encode_prompts, encode_responses
+from star.cli import main
+from star.config import LoraSettings, ModelConfig, TrainConfig
+from star.modeling import load_model, reset_adapter
+from star.scoring import score_pairs
+from star.training import train_adapter
+
+PROMPTS = ["Ava has 3 apples. How many?", "Ben has 12 coins and buys 4 more. How many?", "x?", "A longer question " * 4]
+ANSWERS = ["3", "12 + 4 = 16. The final answer is 16", "1", "The final answer is 7"]
+
+
+@pytest.fixture
+def loaded(tiny_model_dir):
+    m = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.3))
+    torch.manual_seed(0)
+    for name, p in m.model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)  # a non-trivial adapter, so dropout matters
+    return m
+
+
+def _pairs(m):
+    tok = m.tokenizer
+    return encode_prompts(tok, PROMPTS, 96), encode_responses(tok, ANSWERS, 48)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
+def test_4bit_without_cuda_is_one_clear_error(tmp_path, capsys):
+    code = main(["run", "model.load_in_4bit=true", f"output_dir={tmp_path / 'r'}"])
+    assert code == 2
+    assert "model.load_in_4bit=true needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_mc_scores_do_not_depend_on_batch_size(loaded):
+    prompts, responses = _pairs(loaded)
+    pad = loaded.tokenizer.pad_token_id
+    one = score_pairs(loaded.model, prompts, responses, pad, batch_size=3, passes=3, mc=True, seed=5, show_progress=False)
+    many = score_pairs(loaded.model, prompts, responses, pad, batch_size=12, passes=3, mc=True, seed=5, show_progress=False)
+    np.testing.assert_allclose(one.pe, many.pe, rtol=1e-5)
+    np.testing.assert_allclose(one.me, many.me, rtol=1e-5)
+    assert not np.allclose(one.pe[:, 0], one.pe[:, 1])  # the passes really are stochastic
+
+
+def test_gradient_checkpointing_trains_the_same_adapter(loaded):
+    prompts, responses = _pairs(loaded)
+    pad = loaded.tokenizer.pad_token_id
+    results = []
+    for checkpointing in (False, True):
+        reset_adapter(loaded.model, 1)
+        cfg = TrainConfig(epochs=2, batch_size=2, lr=1e-2, gradient_checkpointing=checkpointing)
+        stats = train_adapter(loaded.model, prompts, responses, pad, cfg, seed=3, show_progress=False)
+        b = [p.detach().clone() for n, p in loaded.model.named_parameters() if "lora_B" in n]
+        results.append((stats.mean_loss, b))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
+    for x, y in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
