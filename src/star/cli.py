@@ -179,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo(f"  hint: {e.hint}", err=True)
         return 2
     except KeyboardInterrupt:
-        typer.echo("interrupted; resume with `star run --resume DIR`", err=True)
+        args = sys.argv[1:] if argv is None else argv
+        resumable = bool(args) and args[0] in ("run", "compare")
+        typer.echo("interrupted" + ("; every committed label is kept: continue with --resume DIR" if resumable else ""), err=True)
         return 130
     except Exception as e:  # click usage errors
         import click

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .config import RunConfig, load_config
 from .errors import DataError, RunStateError
 from .labels import Label, LabelStore
-from .runs import RunDir, _atomic_write, read_jsonl, write_jsonl
+from .runs import RunDir, atomic_write, read_jsonl, write_jsonl
 from .tasks import Task, build_task
 from .tasks.files import MAX_LINE_BYTES
 
@@ -56,9 +56,16 @@ def _csv_text(rows: Sequence[dict[str, Any]], with_answer: bool) -> str:
     writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        cells = {**row, "choices": "|".join(row.get("choices") or [])}
+        cells = {k: _spreadsheet_safe(v) for k, v in {**row, "choices": "|".join(row.get("choices") or [])}.items()}
         writer.writerow({**cells, "answer": ""} if with_answer else cells)
     return out.getvalue()
+
+
+def _spreadsheet_safe(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (=, +, @, -x, tab, CR first) gets a leading quote."""
+    if isinstance(value, str) and value and (value[0] in "=+@\t\r" or (value[0] == "-" and not value[1:2].isdigit())):
+        return "'" + value
+    return value
 
 
 def write_batch(run: RunDir, t: int, kind: str, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]:
@@ -66,7 +73,7 @@ def write_batch(run: RunDir, t: int, kind: str, rows: Sequence[dict[str, Any]]) 
     with_answer = kind == "todo"
     jsonl, csv_path = batch_path(run, t, kind, "jsonl"), batch_path(run, t, kind, "csv")
     write_jsonl(jsonl, ({**r, "answer": ""} if with_answer else r for r in rows))
-    _atomic_write(csv_path, _csv_text(rows, with_answer))
+    atomic_write(csv_path, _csv_text(rows, with_answer))
     return jsonl, csv_path
 
 
@@ -114,10 +121,10 @@ def _tell(run: RunDir, t: int, missing: int, total: int) -> None:
 def export_query(exp: "Experiment", t: int, ids: Sequence[str]) -> list[dict[str, Any]]:
     """Write round t's query (question, model t-1's suggestion, score) as JSONL and CSV; return its rows."""
     from .generation import generate
-    from .loop import _load_live
+    from .loop import load_live_adapter
 
     if t > 0:
-        _load_live(exp, t - 1)  # a resumed process starts with a fresh adapter: suggest with model t-1
+        load_live_adapter(exp, t - 1)  # a resumed process starts with a fresh adapter: suggest with model t-1
     cfg, task = exp.config, exp.task
     position = {e.id: i for i, e in enumerate(exp.pool)}
     idx = [position[i] for i in ids]

@@ -221,7 +221,7 @@ def select_round(exp: Experiment, t: int) -> tuple[list[str], float | None]:
     else:
         lam_t = lam(cfg.al.schedule, t - 1, cfg.al.schedule_horizon or cfg.al.rounds, cfg.al.schedule_value)
         if strategy.uses_full and strategy.measure is not None:
-            _load_live(exp, t - 1)
+            load_live_adapter(exp, t - 1)
             u_full = _uncertainty(exp, idx, use_base=False, seed=derive_seed(cfg.seed, t, "mc")).mean(strategy.measure)
     rng = np.random.default_rng(derive_seed(cfg.seed, t, "initial" if t == 0 else "select"))
     scores, chosen = strategy.select(ScoreInputs(u_base, u_full, lam_t or 0.0, rng, len(idx)), k)
@@ -246,7 +246,7 @@ def _saved_selection(exp: Experiment, t: int) -> list[str] | None:
 
 # --- model state -----------------------------------------------------------------------------
 
-def _load_live(exp: Experiment, t: int) -> None:
+def load_live_adapter(exp: Experiment, t: int) -> None:
     """Make model t's adapter the live one (a no-op when it already is)."""
     if exp.live_round != t:
         load_adapter_weights(exp.model.model, exp.run.adapter_dir(t))
@@ -257,7 +257,7 @@ def train_round(exp: Experiment, t: int) -> dict[str, Any]:
     """Fit model t on all labels up to round t: a fresh adapter, or warm from model t-1."""
     cfg = exp.config
     if cfg.train.warm_start and t > 0:
-        _load_live(exp, t - 1)
+        load_live_adapter(exp, t - 1)
     else:
         reset_adapter(exp.model.model, derive_seed(cfg.seed, t, "init"))
     labels = exp.store.up_to(t)

@@ -20,7 +20,7 @@ from typing import Any
 from .errors import RunStateError
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     """Write via a temp file + fsync + rename, so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -32,11 +32,11 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    _atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    _atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_json(path: Path) -> Any:

@@ -316,3 +316,13 @@ def test_property_task_loaders_raise_only_star_errors(lines, sep) -> None:
                 build_task(build_config({"task": {"name": "jsonl", "path": tmp, **kind}}).task).load("pool")
             except (DataError, ConfigError):
                 pass
+
+
+def test_csv_cells_that_look_like_formulas_are_quoted():
+    """A question starting with '=' cannot run as a spreadsheet formula; numbers stay numbers."""
+    from star.human import _spreadsheet_safe
+
+    assert _spreadsheet_safe("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")"
+    assert _spreadsheet_safe("@SUM(A1)") == "'@SUM(A1)"
+    assert _spreadsheet_safe("-cmd|' /C calc'!A0") == "'-cmd|' /C calc'!A0"
+    assert _spreadsheet_safe("-3") == "-3" and _spreadsheet_safe("Ava has 3") == "Ava has 3"
