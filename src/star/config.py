@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -68,31 +68,17 @@ class ActiveLearningConfig(_Section):
 
     annotator: str = Field("oracle", description="Who labels: oracle (simulation, the dataset's labels) or human.")
 
-    @field_validator("annotator")
+    @field_validator("annotator", "strategy", "schedule")
     @classmethod
-    def _known_annotator(cls, v: str) -> str:
+    def _registered(cls, v: str, info: ValidationInfo) -> str:
+        """Each of these names must be in its registry (imported lazily: registries import config)."""
         from .annotators import ANNOTATORS
-
-        if v not in ANNOTATORS:
-            raise ValueError(f"unknown annotator {v!r}; choose one of {', '.join(ANNOTATORS)}")
-        return v
-
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, v: str) -> str:
+        from .schedules import SCHEDULES
         from .strategies import STRATEGIES
 
-        if v not in STRATEGIES:
-            raise ValueError(f"unknown strategy {v!r}; choose one of {', '.join(STRATEGIES)}")
-        return v
-
-    @field_validator("schedule")
-    @classmethod
-    def _known_schedule(cls, v: str) -> str:
-        from .schedules import SCHEDULES
-
-        if v not in SCHEDULES:
-            raise ValueError(f"unknown schedule {v!r}; choose one of {', '.join(SCHEDULES)}")
+        registry = {"annotator": ANNOTATORS, "strategy": STRATEGIES, "schedule": SCHEDULES}[info.field_name]
+        if v not in registry:
+            raise ValueError(f"unknown {info.field_name} {v!r}; choose one of {', '.join(registry)}")
         return v
 
 
@@ -169,7 +155,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
         else:
             value = e.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
-            lines.append(f"  - {field}: {e['msg']}{shown}")
+            lines.append(f"  - {field}: {e['msg'].removeprefix('Value error, ')}{shown}")
     return "\n".join(lines)
 
 
@@ -237,3 +223,22 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
 def dump_config(config: RunConfig) -> str:
     """The resolved config as YAML, loadable by `load_config`."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def reference_markdown() -> str:
+    """The configuration reference as Markdown tables (README's section is generated from this)."""
+    lines = ["| option | default | meaning |", "|---|---|---|"]
+    for name, field in RunConfig.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, _Section):
+            continue
+        lines.append(f"| `{name}` | `{field.get_default(call_default_factory=True)}` | {field.description or ''} |")
+    for name, field in RunConfig.model_fields.items():
+        section = field.annotation
+        if not (isinstance(section, type) and issubclass(section, _Section)):
+            continue
+        lines += ["", f"**`{name}`**: {(section.__doc__ or '').strip().splitlines()[0]}", "",
+                  "| option | default | meaning |", "|---|---|---|"]
+        for key, sub in section.model_fields.items():
+            lines.append(f"| `{name}.{key}` | `{sub.get_default(call_default_factory=True)}` | {sub.description or ''} |")
+    return "\n".join(lines)

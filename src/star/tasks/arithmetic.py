@@ -9,14 +9,7 @@ from __future__ import annotations
 import random
 
 from .base import Example, Split, Task
-from .numeric import (
-    check_number_label,
-    extract_number,
-    extract_number_span,
-    gsm8k_gold,
-    gsm8k_target,
-    number_answer_complete,
-)
+from .numeric import NumberAnswers
 
 INSTRUCTION = "Answer the above question. First think step by step and then answer the final number."
 _NAMES = ["Ava", "Ben", "Carla", "Dev", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jon", "Kemi", "Liam"]
@@ -57,7 +50,7 @@ def make_problem(rng: random.Random, steps: int) -> tuple[str, str]:
     return " ".join(sentences), " ".join(lines) + f"\n#### {value}"
 
 
-class ArithmeticTask(Task):
+class ArithmeticTask(NumberAnswers, Task):
     """Seeded 1-4 step arithmetic word problems; `max_steps` bounds the difficulty."""
 
     name = "arithmetic"
@@ -79,21 +72,3 @@ class ArithmeticTask(Task):
 
     def prompt(self, question: str) -> str:
         return f"{question}\n{INSTRUCTION}"
-
-    def target(self, answer: str) -> str:
-        return gsm8k_target(answer)
-
-    def extract(self, text: str) -> str | None:
-        return extract_number(text)
-
-    def gold_answer(self, answer: str) -> str:
-        return gsm8k_gold(answer)
-
-    def answer_span(self, text: str) -> tuple[int, int] | None:
-        return extract_number_span(text)
-
-    def answer_complete(self, text: str) -> bool:
-        return number_answer_complete(text)
-
-    def check_label(self, answer: str) -> str | None:
-        return check_number_label(answer)

@@ -82,3 +82,49 @@ def check_number_label(answer: str) -> str | None:
     if "####" not in answer and extract_number(answer) is None:
         return "the answer holds no number (expected e.g. '42' or '... #### 42')"
     return None
+
+
+def final_number_span(text: str) -> tuple[int, int] | None:
+    """Span of the first number after the last marker followed by one, else of the last number."""
+    span = None
+    for marker in reversed(list(_MARKER.finditer(text))):
+        found = extract_number_span(text[marker.start():])
+        if found is not None:
+            span = marker.start() + found[0], marker.start() + found[1]
+            break
+    if span is None:
+        span = extract_number_span(text)
+    if span is None:
+        return None
+    start, end = span
+    while end > start + 1 and text[end - 1] == ",":
+        end -= 1
+    return start, end
+
+
+def final_number(text: str) -> str | None:
+    """The canonical final number of an output (see `final_number_span`)."""
+    span = final_number_span(text)
+    return None if span is None else canonical_number(text[span[0]:span[1]])
+
+
+class NumberAnswers:
+    """Mixin: GSM8K-style targets, extraction and grading for tasks with numeric answers."""
+
+    def target(self, answer: str) -> str:
+        return gsm8k_target(answer)
+
+    def extract(self, text: str) -> str | None:
+        return final_number(text)
+
+    def gold_answer(self, answer: str) -> str:
+        return gsm8k_gold(answer)
+
+    def answer_span(self, text: str) -> tuple[int, int] | None:
+        return final_number_span(text)
+
+    def answer_complete(self, text: str) -> bool:
+        return number_answer_complete(text)
+
+    def check_label(self, answer: str) -> str | None:
+        return check_number_label(answer)
