@@ -40,7 +40,7 @@ class TaskConfig(_Section):
     name: Literal["arithmetic", "gsm8k", "boolq", "obqa", "jsonl"] = Field("arithmetic", description="arithmetic (built-in), gsm8k, boolq, obqa or jsonl (your own file).")
     path: str | None = Field(None, description="Folder with train.jsonl/test.jsonl (gsm8k, boolq, obqa, jsonl).")
     pool_size: int = Field(160, ge=1, description="Unlabelled pool size (a seeded sample of the train split).")
-    test_size: int = Field(48, ge=1, description="Test examples evaluated after every round (a cap).")
+    test_size: int = Field(40, ge=1, description="Test examples evaluated after every round (a cap).")
     seed: int = Field(0, description="Seed of data generation and sub-sampling.")
     max_steps: int = Field(4, ge=1, le=8, description="arithmetic: most operations in a problem.")
     question_field: str = Field("question", description="jsonl: field holding the question.")
@@ -62,7 +62,7 @@ class ActiveLearningConfig(_Section):
     response: Literal["generated", "gold"] = Field("generated", description="Scored response: the model's greedy answer (label-free) or the gold answer (simulation only).")
     mc_passes: int = Field(3, ge=1, description="K stochastic passes with LoRA dropout on (release K=3).")
     mc_dropout: bool = Field(True, description="Keep LoRA dropout active while scoring the tuned model.")
-    score_subsample: int | None = Field(48, ge=1, description="Score only a seeded random subsample of the unlabelled pool each round (null: all).")
+    score_subsample: int | None = Field(32, ge=1, description="Score only a seeded random subsample of the unlabelled pool each round (null: all).")
     batch_size: int = Field(32, ge=1, description="Pool examples per generation / scoring batch (MC passes included).")
     max_new_tokens: int = Field(64, ge=1, description="Greedy tokens generated per pool example (generated response).")
 
