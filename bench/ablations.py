@@ -7,6 +7,7 @@ the reference is what that one optimisation buys. Used by `bench/round_speed.py 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,19 @@ from star.modeling import adapter_disabled, mc_dropout, reset_adapter
 from star.scoring import score_pairs
 from star.training import linear_schedule, make_optimizer, train_adapter
 
+try:  # row-seeded LoRA dropout (each example's mask from its own seed), when this star has it
+    from star.scoring import row_seed
+    from star.seeded_dropout import row_seeds
+except ImportError:  # plain nn.Dropout masks
+    row_seed, row_seeds = None, None
+
+
+def _seeded(seeds: Callable[[], list[int]], batch: PairBatch, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """star's per-row dropout seeds around a forward (a no-op where star has none, or when disabled)."""
+    if row_seeds is None or not enabled:
+        return contextlib.nullcontext()
+    return row_seeds(seeds(), batch.attention_mask.sum(1).tolist())
+
 # --- scoring variants ------------------------------------------------------------------------
 
 
@@ -37,6 +51,7 @@ class ScoreVariant:
     softmax_all: bool = False  # full-vocabulary log-softmax kept over every position
     mc_batched: bool = True  # K passes as one forward of K x B rows (False: K forwards)
     inference_mode: bool = True  # torch.inference_mode (False: torch.no_grad)
+    row_seeded: bool = True  # star's per-example dropout seeds (False: plain nn.Dropout masks)
 
 
 def pad_batch(batch: PairBatch, width: int, pad_id: int) -> PairBatch:
@@ -86,10 +101,11 @@ def score_variant(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
         for idx in _batches(lengths, max(1, batch_size // copies), v.bucket):
             rows = [i for _ in range(copies) for i in idx]
             batch = collate_pairs([prompts[i] for i in rows], [responses[i] for i in rows], pad_id)
-            if v.fixed_len:
-                batch = pad_batch(batch, v.fixed_len, pad_id)
-            for _ in range(loops):
-                pe, me = variant_scores(model, batch.to(device), v)
+            batch = pad_batch(batch, v.fixed_len, pad_id) if v.fixed_len else batch
+            for loop in range(loops):
+                ks = [loop + c for c in range(copies) for _ in idx]  # pass index of each row
+                with _seeded(lambda ks=ks: [row_seed(seed, i, k) for i, k in zip(rows, ks)], batch, v.row_seeded):
+                    pe, me = variant_scores(model, batch.to(device), v)
                 out[idx, 0] += pe.view(copies, len(idx)).mean(0).double().cpu().numpy() / loops
                 out[idx, 1] += me.view(copies, len(idx)).mean(0).double().cpu().numpy() / loops
     return out
@@ -104,10 +120,13 @@ SCORE_VARIANTS: dict[str, tuple[ScoreVariant, str]] = {
         ScoreVariant(head_all=True, softmax_all=True), "the issue's 'naive batching'"),
     "- MC passes batched (K forwards of B rows)": (ScoreVariant(mc_batched=False), "K separate forwards"),
     "- inference_mode (torch.no_grad)": (ScoreVariant(inference_mode=False), "no_grad instead"),
+    "row-seeded dropout masks -> plain nn.Dropout": (ScoreVariant(row_seeded=False),
+                                                     "what per-example dropout seeds cost (not a speed optimisation)"),
 }
 
 
-def _timed(b, fn: Callable[[], object], before: Callable[[], object] | None = None) -> tuple[speedlib.Measurement, object]:  # noqa: ANN001
+def _timed(b, fn: Callable[[], object],  # noqa: ANN001 - round_speed.Bench
+           before: Callable[[], object] | None = None) -> tuple[speedlib.Measurement, object]:
     return speedlib.timed(b.device, fn, b.args.repeats, before)
 
 
@@ -120,6 +139,9 @@ def scoring_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
     for name, (variant, note) in SCORE_VARIANTS.items():
         m, _ = _timed(b, lambda v=variant: score_variant(b.model, P, R, b.pad_id, size, k, v))
         rows.append(_row("scoring", name, m, ref, note))
+    m, _ = _timed(b, lambda: score_pairs(b.model, P, R, b.pad_id, k, passes=k, mc=k > 1, show_progress=False))
+    rows.append(_row("scoring", f"ours with al.batch_size={k} (one example, its K passes, per forward)", m, ref,
+                     "config change: no padding at all; on a CPU a ~300-token row already fills the GEMMs"))
     m, _ = _timed(b, lambda: release.score_pool(b.model, P, R, passes=k, mc=k > 1))
     rows.append(_row("scoring", "release: per example, loop over tokens", m, ref, "the baseline"))
     rows += _thread_rows(b, P, R, ref)
@@ -202,14 +224,15 @@ def train_variant(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
     scheduler = linear_schedule(optimizer, total, config.warmup_ratio)
     model.train()
     padded = real = 0
-    for _epoch in range(config.epochs):
+    for epoch in range(config.epochs):
         for idx in _train_batches(lengths, config.batch_size, rng, v.bucket):
             batch = collate_pairs([prompts[i] for i in idx], [responses[i] for i in idx], pad_id)
             batch = pad_batch(batch, v.fixed_len, pad_id) if v.fixed_len else batch
             padded, real = padded + batch.input_ids.numel(), real + int(batch.attention_mask.sum())
             batch = batch.to(device)
-            loss = _hf_loss(model, batch) if v.hf_loss else response_loss(model, batch)
-            loss.backward()
+            with _seeded(lambda idx=idx, e=epoch: [row_seed(seed, i, e) for i in idx], batch):
+                loss = _hf_loss(model, batch) if v.hf_loss else response_loss(model, batch)
+                loss.backward()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -251,13 +274,16 @@ def eval_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
     """Generation choices on the first n test examples: length cap, early stop, batching."""
     P, stop, size = b.test.prompts[:n], b.task.answer_complete, b.eval_cfg.batch_size
     cap = b.eval_cfg.max_new_tokens
-    ref, _ = _timed(b, lambda: generate(b.model, b.tokenizer, P, cap, size, is_complete=stop, show_progress=False))
+
+    def gen(cap: int, size: int, until=stop):  # noqa: ANN001, ANN202
+        return lambda: generate(b.model, b.tokenizer, P, cap, size, is_complete=until, show_progress=False)
+
+    ref, _ = _timed(b, gen(cap, size))
     rows = [_row("evaluation", f"ours: batched, KV cache, {cap} new tokens max, stop at the answer", ref, ref, "reference")]
     variants = {
-        f"- stop at the answer ({cap} tokens max, EOS only)": lambda: generate(b.model, b.tokenizer, P, cap, size, show_progress=False),
-        "- answer-length cap (256 max, stop at the answer)": lambda: generate(b.model, b.tokenizer, P, 256, size, is_complete=stop,
-                                                                               show_progress=False),
-        "- batching (one example at a time)": lambda: generate(b.model, b.tokenizer, P, cap, 1, is_complete=stop, show_progress=False),
+        f"- stop at the answer ({cap} tokens max, EOS only)": gen(cap, size, until=None),
+        "- answer-length cap (256 max, stop at the answer)": gen(256, size),
+        "- batching (one example at a time)": gen(cap, 1),
         "release: always 256 new tokens (batched)": lambda: release.generate_fixed(b.model, b.tokenizer, P, size),
     }
     for name, fn in variants.items():

@@ -15,6 +15,7 @@ prints a table and writes it as JSON. `--ablations` measures the optimisations o
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from dataclasses import asdict, dataclass
@@ -84,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default="../shared/datasets/GSM8K", help="folder with train.jsonl/test.jsonl (gsm8k)")
     p.add_argument("--n-score", type=int, default=16, help="pool examples scored")
     p.add_argument("--n-train", type=int, default=16, help="labelled examples trained on")
-    p.add_argument("--n-eval", type=int, default=8, help="test examples evaluated")
+    p.add_argument("--n-eval", type=int, default=16, help="test examples evaluated")
     p.add_argument("--mc-passes", type=int, default=3, help="K MC-dropout passes while scoring (1: MC off)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: TrainConfig's)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -99,11 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_splits(args: argparse.Namespace, tokenizer) -> tuple[Task, Split, Split, Split] | None:  # noqa: ANN001
-    """Score / train / test subsets, tokenised with the project's encoders; None when data is absent."""
-    if args.task == "gsm8k" and not (Path(args.data) / "train.jsonl").is_file():
-        print(f"skipped: no GSM8K data at {args.data} (pass --data DIR with train.jsonl/test.jsonl, or --task arithmetic)")
-        return None
+def load_splits(args: argparse.Namespace, tokenizer) -> tuple[Task, Split, Split, Split]:  # noqa: ANN001
+    """Score / train / test subsets, tokenised with the project's encoders."""
     pool_n = args.n_score + args.n_train
     task = build_task(TaskConfig(name=args.task, path=args.data if args.task == "gsm8k" else None,
                                  pool_size=max(pool_n, args.ablation_n), test_size=args.n_eval, seed=args.seed))
@@ -119,12 +117,13 @@ def load_splits(args: argparse.Namespace, tokenizer) -> tuple[Task, Split, Split
 
 
 def setup(args: argparse.Namespace) -> Bench | None:
+    if args.task == "gsm8k" and not (Path(args.data) / "train.jsonl").is_file():
+        print(f"skipped: no GSM8K data at {args.data} (pass --data DIR with train.jsonl/test.jsonl, or --task arithmetic)")
+        return None
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_model(ModelConfig(device=args.device, dtype=args.dtype), LoraSettings())
     splits = load_splits(args, loaded.tokenizer)
-    if splits is None:
-        return None
     train_cfg = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
     return Bench(args, loaded.model, loaded.tokenizer, loaded.device, *splits, speedlib.ModelFlops.of(loaded.model),
                  ActiveLearningConfig(mc_passes=args.mc_passes), train_cfg, EvalConfig())
@@ -175,8 +174,9 @@ def phase_eval(b: Bench) -> dict:
     base.info.update(info)
     ours, result = speedlib.timed(b.device, lambda: evaluate(b.model, b.tokenizer, b.task, s.examples, s.prompts,
                                                               b.eval_cfg, show_progress=False), reps)
-    # Our generated lengths, re-tokenised from the decoded outputs (+1 for EOS when it stopped there).
-    new = [len(b.tokenizer(p["output"], add_special_tokens=False)["input_ids"]) + 1 for p in result.predictions]
+    # Our generated lengths, re-tokenised from the decoded outputs (+1 for an EOS, within the cap).
+    cap = b.eval_cfg.max_new_tokens
+    new = [min(cap, len(b.tokenizer(p["output"], add_special_tokens=False)["input_ids"]) + 1) for p in result.predictions]
     ours.info.update(accuracy=result.accuracy, ece=result.ece, new_tokens=sum(new))
     useful = b.flops.generation([len(p) for p in s.prompts], new)
     return {"baseline": base, "ours": ours, "useful_flops": useful, "tokens": sum(new)}
@@ -184,12 +184,18 @@ def phase_eval(b: Bench) -> dict:
 
 def check_equal(b: Bench, baseline: tuple[np.ndarray, np.ndarray] | None = None,
                 ours: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """PE/ME of ours vs the baseline (gold responses, MC off, fp32), and the top-k each selects."""
+    """PE/ME of ours vs the baseline (gold responses, MC off, fp32), and the top-k each selects.
+
+    The timed K-pass scores are reused when K = 1 in fp32; otherwise both score once more with
+    MC dropout off (on an fp32 copy of the model when the timed runs used bf16).
+    """
     s = b.score
-    if baseline is None or ours is None:
-        baseline = release.score_pool(b.model, s.prompts, s.responses)
-        u = score_pairs(b.model, s.prompts, s.responses, b.pad_id, b.al.batch_size, show_progress=False)
+    if baseline is None or ours is None or next(b.model.parameters()).dtype != torch.float32:
+        model = b.model if next(b.model.parameters()).dtype == torch.float32 else copy.deepcopy(b.model).float()
+        baseline = release.score_pool(model, s.prompts, s.responses)
+        u = score_pairs(model, s.prompts, s.responses, b.pad_id, b.al.batch_size, show_progress=False)
         ours = (u.pe, u.me)
+        del model
     out, ok = {"tolerance": f"|ours - baseline| <= {TOLERANCE} * max(1, |baseline|)"}, True
     k = max(1, len(s.prompts) // 4)
     for j, (measure, strategy) in enumerate((("pe", "pe"), ("me", "entropy"))):
@@ -199,7 +205,8 @@ def check_equal(b: Bench, baseline: tuple[np.ndarray, np.ndarray] | None = None,
         picks = [get_strategy(strategy).select(ScoreInputs(None, x, 0.0, np.random.default_rng(0), len(x)), k)[1]
                  for x in (a, ref)]
         same = [int(i) for i in picks[0]] == [int(i) for i in picks[1]]
-        out[measure] = {"max_abs_diff": float(diff.max()), "max_rel_diff": rel, f"same_top_{k}": same}
+        out[measure] = {"max_abs_diff": float(diff.max()), "max_rel_diff": rel, f"same_top_{k}": same,
+                        "selected_ids": [s.examples[int(i)].id for i in picks[0]]}
         ok = ok and rel <= TOLERANCE and same
     out["passed"] = ok
     return out
@@ -251,11 +258,13 @@ def _mb(x: float | None) -> str:
 
 def format_table(rows: list[dict]) -> str:
     """The phases as a Markdown table (printed, and pasted into docs/performance.md)."""
-    lines = ["| phase | baseline s | ours s | speed-up | ours GFLOP/s | ours % of ceiling | baseline peak MB | ours peak MB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| phase | baseline s | ours s | speed-up | ours tok/s (ceiling) | ours GFLOP/s | ours % of ceiling |"
+             " baseline peak MB | ours peak MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['phase']} | {r['baseline_s']:.2f} | {r['ours_s']:.2f} | {r['speedup']:.2f}x | {r['ours_gflops']:.1f} |"
-                     f" {r['pct_of_ceiling']:.0f}% | {_mb(r['baseline_extra_mb'])} | {_mb(r['ours_extra_mb'])} |")
+        tps = f"{r['ours_tokens_per_s']:,.0f} ({r['ceiling_tokens_per_s']:,.0f})" if "ours_tokens_per_s" in r else ""
+        lines.append(f"| {r['phase']} | {r['baseline_s']:.2f} | {r['ours_s']:.2f} | {r['speedup']:.2f}x | {tps} |"
+                     f" {r['ours_gflops']:.1f} | {r['pct_of_ceiling']:.0f}% | {_mb(r['baseline_extra_mb'])} |"
+                     f" {_mb(r['ours_extra_mb'])} |")
     return "\n".join(lines)
 
 

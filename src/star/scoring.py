@@ -50,6 +50,25 @@ def _score_batch(model: nn.Module, idx: list[int], prompts: Sequence[list[int]],
     return (pe.view(passes, len(idx)).T.double().cpu().numpy(), me.view(passes, len(idx)).T.double().cpu().numpy())
 
 
+CPU_TOKENS_PER_FORWARD = 1024  # rows x width of one CPU forward: GEMMs are already efficient at ~1k rows
+
+
+def score_batches(lengths: Sequence[int], per_batch: int, passes: int, device: torch.device) -> list[list[int]]:
+    """Example indices per forward, longest first: at most `per_batch` examples; on a CPU also at most
+    CPU_TOKENS_PER_FORWARD tokens (K passes x the batch's widest row), since there a bigger batch
+    only adds padding (a GSM8K example with its 3 passes is ~800 tokens: one per forward, no padding)."""
+    if device.type != "cpu":
+        return list(length_batches(lengths, per_batch))
+    batches: list[list[int]] = []
+    for (i,) in length_batches(lengths, 1):  # longest first, so a batch's first row is its widest
+        last = batches[-1] if batches else []
+        if last and len(last) < per_batch and passes * lengths[last[0]] * (len(last) + 1) <= CPU_TOKENS_PER_FORWARD:
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 @torch.inference_mode()
 def score_pairs(model: nn.Module, prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int,
                 batch_size: int, passes: int = 1, mc: bool = False, seed: int = 0, desc: str = "score",
@@ -63,7 +82,7 @@ def score_pairs(model: nn.Module, prompts: Sequence[list[int]], responses: Seque
     dist = distributed.current()
     device = next(model.parameters()).device
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
-    batches = dist.shard(list(length_batches(lengths, max(1, batch_size // passes))))
+    batches = dist.shard(score_batches(lengths, max(1, batch_size // passes), passes, device))
     done: list[tuple[list[int], np.ndarray, np.ndarray]] = []
     with mc_dropout(model, enabled=mc):
         for idx in tqdm(batches, desc=desc, unit="batch", disable=not show_progress or not dist.is_main, leave=False):

@@ -14,6 +14,10 @@ from star.cli import main
 from star.compare import Arm, compare, parse_seeds, parse_strategies
 from star.errors import ConfigError, RunStateError
 
+from star.config import RunConfig
+
+DEFAULT_SUBSAMPLE = RunConfig().al.score_subsample
+
 
 def _numbers(report_dir: Path) -> dict:
     """report.json without wall-clock seconds."""
@@ -47,7 +51,7 @@ def test_grid_runs_resumes_only_the_interrupted_cell_and_reports(tiny_run_config
     first = _numbers(report)
     assert [a["name"] for a in first["arms"]] == ["random", "pe-nodecay"]
     assert all(a["n_runs"] == 2 and len(a["rounds"]) == 2 for a in first["arms"])
-    assert first["knobs"]["al.rounds"] == [2] and first["knobs"]["al.score_subsample"] == [48]
+    assert first["knobs"]["al.rounds"] == [2] and first["knobs"]["al.score_subsample"] == [DEFAULT_SUBSAMPLE]
     assert first["config_differences"]["train.weight_decay_b"] == {"random": [0.5], "pe-nodecay": [0.0]}
     for name in ("report.md", "report.html", "learning_curve.png", "ece_curve.png", "reliability.png"):
         assert (report / name).is_file()

@@ -15,6 +15,10 @@ from star.errors import RunStateError
 from star.report import find_runs, normalised_aulc, pool_reliability, summarise, write_report
 from star.runs import write_json
 
+from star.config import RunConfig
+
+DEFAULT_SUBSAMPLE = RunConfig().al.score_subsample
+
 S2 = math.sqrt(0.02)  # sample std (ddof=1) of {x, x + 0.2}: sqrt((0.1^2 + 0.1^2) / (2 - 1))
 
 
@@ -119,7 +123,7 @@ def test_unfinished_runs_are_listed_and_excluded(runs: Path) -> None:
 
 def test_knobs_are_recorded_and_differences_flagged(runs: Path, tmp_path: Path) -> None:
     s = summarise(find_runs([runs]))
-    assert s["knobs"]["al.score_subsample"] == [48] and s["knobs"]["task.test_size"] == [10]
+    assert s["knobs"]["al.score_subsample"] == [DEFAULT_SUBSAMPLE] and s["knobs"]["task.test_size"] == [10]
     assert s["knobs"]["n_test (evaluated)"] == [10] and s["knob_differences"] == {}
     assert set(s["config_differences"]["al.strategy"]) == {"random", "pe-dynamic", "entropy"}
     make_run(tmp_path / "other", "random", 5, [0.1, 0.2, 0.3], [0.1, 0.1, 0.1], test_size=20)
@@ -144,7 +148,7 @@ def test_files_are_written_and_html_escapes_arm_names(runs: Path, tmp_path: Path
     data = json.loads((out / "report.json").read_text())
     assert [a["name"] for a in data["arms"]][0] == evil
     assert any(r["status"] == "not started" for r in data["runs"])  # the grid's missing seed-1 cell
-    assert "0.600 ± 0.141" in md and "not reached" in md and "| al.score_subsample | 48 |" in md
+    assert "0.600 ± 0.141" in md and "not reached" in md and f"| al.score_subsample | {DEFAULT_SUBSAMPLE} |" in md
 
 
 def test_run_dir_inside_a_grid_keeps_its_arm_name(tmp_path: Path) -> None:
