@@ -59,7 +59,7 @@ class ActiveLearningConfig(_Section):
     schedule: str = Field("linear", description="lambda(t) schedule of the dynamic strategies: linear, cosine, exponential, constant.")
     schedule_horizon: int | None = Field(None, ge=1, description="T in lambda(t); default: rounds.")
     schedule_value: float = Field(0.5, ge=0.0, le=1.0, description="constant schedule's lambda / exponential's decay.")
-    response: Literal["generated", "gold"] = Field("generated", description="Scored response: the model's greedy answer (label-free) or the gold answer (simulation only).")
+    response: Literal["generated", "gold", "options"] = Field("generated", description="Scored response: the model's greedy answer (label-free), the gold answer (simulation only), or the distribution over a closed task's answer options (label-free).")
     mc_passes: int = Field(3, ge=1, description="K stochastic passes with LoRA dropout on (release K=3).")
     mc_dropout: bool = Field(True, description="Keep LoRA dropout active while scoring the tuned model.")
     score_subsample: int | None = Field(32, ge=1, description="Score only a seeded random subsample of the unlabelled pool each round (null: all).")

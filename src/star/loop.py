@@ -31,7 +31,7 @@ from .labels import LabelStore
 from .modeling import LoadedModel, adapter_disabled, check_model_config, load_adapter_weights, load_model, reset_adapter, save_adapter
 from .runs import RunDir, read_jsonl, write_json, write_jsonl
 from .schedules import lam
-from .scoring import Uncertainty, score_pairs
+from .scoring import Uncertainty, score_options, score_pairs
 from .strategies import ScoreInputs, Strategy, get_strategy
 from .tasks import Example, Task, build_task
 from .training import train_adapter
@@ -102,6 +102,9 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     """Validate, load data (checking the pool), then the model; write config.yaml for a new run."""
     config, run, resumed = _resolve(config, resume)
     task = build_task(config.task)
+    if config.al.response == "options" and not task.choices:
+        raise ConfigError(f"al.response=options needs a closed answer set, and task {task.name!r} has none",
+                          hint="use al.response=generated, or a task with choices (boolq, obqa, jsonl with answer_type=choice)")
     pool_full, test = task.load("pool"), task.load("test")
     _check_pool(config, pool_full)
     dist = distributed.init(config.model.device)
@@ -159,8 +162,12 @@ def _responses(exp: Experiment, idx: list[int], use_base: bool) -> list[list[int
 def _uncertainty(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> Uncertainty:
     cfg = exp.config.al
     prompts = [exp.pool_prompts[i] for i in idx]
-    responses = _responses(exp, idx, use_base)
     mc = cfg.mc_dropout and not use_base and cfg.mc_passes > 1
+    if cfg.response == "options":
+        options = encode_responses(exp.model.tokenizer, exp.task.choice_texts() or [], exp.config.train.max_answer_tokens)
+        return score_options(exp.model.model, prompts, options, exp.pad_id, cfg.batch_size, passes=cfg.mc_passes,
+                             mc=mc, seed=seed, show_progress=exp.show_progress)
+    responses = _responses(exp, idx, use_base)
     return score_pairs(exp.model.model, prompts, responses, exp.pad_id, cfg.batch_size, passes=cfg.mc_passes,
                        mc=mc, seed=seed, desc="score (base)" if use_base else "score (pool)",
                        show_progress=exp.show_progress)

@@ -92,3 +92,27 @@ def score_pairs(model: nn.Module, prompts: Sequence[list[int]], responses: Seque
     for idx, b_pe, b_me in dist.gather(done):
         pe[idx], me[idx] = b_pe, b_me
     return Uncertainty(pe, me)
+
+
+def option_uncertainty(option_logp: np.ndarray) -> Uncertainty:
+    """Label-free uncertainty over a closed answer set from log p(option) of shape (n, C, K).
+
+    The option probabilities are renormalised over the C options; ME is the entropy of that
+    distribution and PE is -log of its largest probability (the model's own answer), per pass.
+    """
+    shifted = option_logp - option_logp.max(axis=1, keepdims=True)  # (n, C, K)
+    log_norm = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (n, C, K)
+    probs = np.exp(log_norm)
+    me = -(probs * log_norm).sum(axis=1)  # (n, K)
+    pe = -log_norm.max(axis=1)  # (n, K)
+    return Uncertainty(pe, me)
+
+
+def score_options(model: nn.Module, prompts: Sequence[list[int]], options: Sequence[list[int]], pad_id: int,
+                  batch_size: int, passes: int = 1, mc: bool = False, seed: int = 0, desc: str = "score options",
+                  show_progress: bool = True) -> Uncertainty:
+    """`option_uncertainty` of each prompt over the C answer options (token ids of each option's target)."""
+    n, c = len(prompts), len(options)
+    pairs = score_pairs(model, [p for p in prompts for _ in range(c)], [o for _ in prompts for o in options], pad_id,
+                        batch_size, passes=passes, mc=mc, seed=seed, desc=desc, show_progress=show_progress)
+    return option_uncertainty(-pairs.pe.reshape(n, c, -1))  # PE of a pair = -log p(option)

@@ -192,3 +192,19 @@ def test_score_pairs_batch_equals_one_at_a_time(lora_model: nn.Module) -> None:
         alone = score_pairs(lora_model, [p], [r], PAD, batch_size=8, show_progress=False)
         np.testing.assert_allclose(together.pe[i], alone.pe[0], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(together.me[i], alone.me[0], rtol=1e-5, atol=1e-5)
+
+
+def test_option_uncertainty_against_hand_values() -> None:
+    """Closed-set label-free scores: entropy of the renormalised option distribution, -log of its max."""
+    import math
+
+    from star.scoring import option_uncertainty
+
+    # one example, two options with log p = log 0.2 and log 0.6 (renormalised: 0.25, 0.75), one pass
+    logp = np.log(np.array([[[0.2], [0.6]]]))
+    u = option_uncertainty(logp)
+    assert u.me[0, 0] == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
+    assert u.pe[0, 0] == pytest.approx(-math.log(0.75))
+    # uniform over 4 options: maximal entropy log 4, PE log 4
+    flat = option_uncertainty(np.full((1, 4, 2), -3.0))
+    np.testing.assert_allclose(flat.me, math.log(4)) and np.testing.assert_allclose(flat.pe, math.log(4))
