@@ -26,6 +26,27 @@ CREATE INDEX IF NOT EXISTS labels_round ON labels(round);
 """
 
 
+_BUSY_SECONDS = 30.0
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL (persistent), waiting out another process that opens it at the same time.
+
+    SQLite does not run its busy handler for a journal-mode change on a brand-new file, so two
+    processes opening one fresh store (a multi-process run) could fail with "database is locked".
+    """
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 @dataclass(frozen=True)
 class Label:
     """One committed annotation."""
@@ -43,8 +64,8 @@ class LabelStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=_BUSY_SECONDS)
+        _enable_wal(self._db)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 

@@ -114,12 +114,14 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     if not resumed and dist.is_main:  # only once everything loaded: a failed start leaves no half-made run behind
         run = RunDir.create(config.output_dir)
         run.config_path.write_text(dump_config(config), encoding="utf-8")
+    store = LabelStore(run.labels_path) if dist.is_main else None  # the main process creates the file
     dist.barrier()
+    store = store or LabelStore(run.labels_path)
     tok = model.tokenizer
     return Experiment(
         config=config, run=run, task=task,
         pool=[Example(e.id, e.question, None, e.meta) for e in pool_full], test=test,
-        oracle=Oracle(pool_full), store=LabelStore(run.labels_path), model=model, dist=dist,
+        oracle=Oracle(pool_full), store=store, model=model, dist=dist,
         strategy=get_strategy(config.al.strategy),
         pool_prompts=encode_prompts(tok, [task.prompt(e.question) for e in pool_full], config.train.max_prompt_tokens),
         test_prompts=encode_prompts(tok, [task.prompt(e.question) for e in test], config.train.max_prompt_tokens),

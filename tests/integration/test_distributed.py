@@ -37,6 +37,12 @@ def _star(args: list[str], processes: int, tmp_path: Path) -> subprocess.Complet
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
 
+def _failure_report(done: subprocess.CompletedProcess) -> str:
+    """The main process's own error first (a peer's 'connection closed' is only its echo), then the tail."""
+    rank0 = [line for line in done.stderr.splitlines() if line.startswith("[rank0]")]
+    return "\n".join(rank0[-60:]) + "\n--- stderr tail ---\n" + done.stderr[-3000:]
+
+
 def test_two_processes_match_one(tiny_run_config: dict, tmp_path: Path) -> None:
     outcomes = {}
     for processes in (1, 2):
@@ -47,7 +53,7 @@ def test_two_processes_match_one(tiny_run_config: dict, tmp_path: Path) -> None:
         config_file = tmp_path / f"p{processes}.yaml"
         config_file.write_text(yaml.safe_dump(cfg))
         done = _star(["run", "--quiet", "--config", str(config_file)], processes, tmp_path)
-        assert done.returncode == 0, done.stderr[-4000:]
+        assert done.returncode == 0, _failure_report(done)
         run = RunDir(cfg["output_dir"])
         assert run.finished_rounds() == [0, 1, 2]
         outcomes[processes] = run

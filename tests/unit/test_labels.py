@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import random
+import time
 from pathlib import Path
 
 import pytest
@@ -114,6 +117,31 @@ def test_labels_survive_reopening(tmp_path: Path) -> None:
 
 def pool() -> list[Example]:
     return [Example(f"e{i}", f"question {i}", f"answer {i}") for i in range(6)]
+
+
+def _open_after(path: Path, start: multiprocessing.synchronize.Barrier, jitter: float,
+                outcome: multiprocessing.Queue) -> None:
+    start.wait()
+    time.sleep(jitter)
+    try:
+        LabelStore(path).close()
+        outcome.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported back to the test
+        outcome.put(repr(e))
+
+
+def test_two_processes_opening_one_fresh_store_both_succeed(tmp_path: Path) -> None:
+    """Every process of a multi-process run opens the store; a fresh file must not answer "database is locked"."""
+    ctx, rng, failures = multiprocessing.get_context("fork"), random.Random(0), []
+    for attempt in range(60):  # the race needs the two opens within ~1 ms: jitter covers that window
+        path, start, outcome = tmp_path / f"{attempt}.sqlite", ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_open_after, args=(path, start, rng.random() * 0.003, outcome)) for _ in range(2)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        failures += [r for r in (outcome.get(timeout=5), outcome.get(timeout=5)) if r != "ok"]
+    assert failures == []
 
 
 def test_oracle_counts_one_read_per_newly_labelled_id(store: LabelStore) -> None:
