@@ -161,11 +161,15 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def plan(base: dict[str, Any], arms: Sequence[Arm], seeds: Sequence[int], out_dir: Path) -> list[Cell]:
-    """Every cell's validated config, or one ConfigError listing every bad cell."""
+    """Every cell's validated config, or one ConfigError listing every bad cell.
+
+    Seed-major order: every arm of the first seed runs before any second seed, so a grid stopped
+    part-way still compares all its arms on the same seeds.
+    """
     _check_shape(arms, seeds)
     cells, problems = [], []
-    for arm in arms:
-        for seed in seeds:
+    for seed in seeds:
+        for arm in arms:
             path = out_dir / arm.name / f"seed-{seed}"
             data = {**copy.deepcopy(base), "seed": seed, "output_dir": str(path)}
             try:

@@ -130,3 +130,13 @@ def test_arm_and_seed_parsing():
     with pytest.raises(ConfigError, match="integers"):
         parse_seeds("0,x")
     assert main(["compare", "--strategies", "random"]) == 2  # --out is required
+
+
+def test_cells_run_seed_major_so_a_stopped_grid_compares_arms_on_the_same_seeds(tiny_run_config, tmp_path):
+    from star.compare import plan
+
+    cells = plan(copy.deepcopy(tiny_run_config), parse_strategies("random,pe") + [Arm.parse("no-decay:train.weight_decay_b=0")],
+                 [0, 1], tmp_path / "grid")
+    assert [(c.arm, c.seed) for c in cells] == [("random", 0), ("pe", 0), ("no-decay", 0),
+                                                 ("random", 1), ("pe", 1), ("no-decay", 1)]
+    assert cells[2].config.train.weight_decay_b == 0 and cells[4].path == tmp_path / "grid" / "pe" / "seed-1"
