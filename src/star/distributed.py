@@ -62,10 +62,33 @@ class Dist:
 
 _CURRENT = Dist()
 
+#: Environment flags `accelerate launch` sets for engines that shard the model's parameters.
+_SHARDING_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
+                     "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}
+
+
+def check_engine() -> None:
+    """Refuse parameter-sharding engines: scoring and evaluation need whole parameters on every process.
+
+    Each process scores its own share of batches with the unwrapped model. FSDP / ZeRO-3 shard
+    that model's parameters in place, so those phases would hang or compute garbage; a clear
+    error now beats either. DDP (with QLoRA or gradient checkpointing for memory) is supported.
+    """
+    from .errors import ConfigError
+
+    for flag, engine in _SHARDING_ENGINES.items():
+        if os.environ.get(flag, "").lower() in ("1", "true", "yes"):
+            raise ConfigError(
+                f"this run was launched with {engine} (accelerate set {flag}); star does not support "
+                "parameter-sharding engines yet",
+                hint="launch with a DDP config (examples/accelerate/ddp.yaml); for memory use "
+                     "model.load_in_4bit=true and/or train.gradient_checkpointing=true (docs/scaling.md)")
+
 
 def init(device_kind: str = "auto") -> Dist:
     """Join the launched process group (gloo on CPU, nccl on CUDA) and remember this process's place."""
     global _CURRENT
+    check_engine()
     if launched_world_size() <= 1:
         _CURRENT = Dist()
         return _CURRENT

@@ -64,7 +64,7 @@ def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_r
 
 
 class ResponseLoss(nn.Module):
-    """The model plus its answer-token loss in one forward, so DDP / FSDP wrap the whole step."""
+    """The model plus its answer-token loss in one forward, so DDP wraps the whole step."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -86,7 +86,7 @@ def _step_rows(idx: list[int], responses: Sequence[list[int]], epoch: int, seed:
 
 
 def _prepare(model: nn.Module, dist: distributed.Dist) -> tuple[nn.Module, object | None]:
-    """The loss module, wrapped by accelerate (DDP / FSDP / DeepSpeed per its config) when launched on several processes."""
+    """The loss module, wrapped by accelerate for DDP when launched on several processes (sharding engines are refused)."""
     module = ResponseLoss(model)
     if dist.world == 1:
         return module, None

@@ -63,3 +63,17 @@ def test_gradient_checkpointing_trains_the_same_adapter(loaded):
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-5)
     for x, y in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("flag, engine", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+def test_parameter_sharding_launch_is_refused_before_the_model_loads(flag, engine, tiny_run_config, tmp_path,
+                                                                       monkeypatch, capsys):
+    import yaml
+
+    monkeypatch.setenv(flag, "true")
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(tiny_run_config))
+    assert main(["run", "--quiet", "--config", str(config_file)]) == 2
+    err = capsys.readouterr().err
+    assert engine in err and flag in err and "ddp.yaml" in err
+    assert not (tmp_path / "run").exists()  # nothing was started
