@@ -107,6 +107,9 @@ class TrainConfig(_Section):
     max_prompt_tokens: int = Field(128, ge=8, description="Prompts cut to this many tokens (release: 128).")
     max_answer_tokens: int = Field(256, ge=4, description="Answers cut to this many tokens (release: 256).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="Training matmuls: bf16 autocast (LoRA weights, optimizer and loss stay fp32) or fp32;"
+                            " auto: bf16 where the device has fast bf16 (CUDA, or a CPU with AVX512-BF16/AMX).")
 
 
 class EvalConfig(_Section):

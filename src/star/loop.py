@@ -279,7 +279,7 @@ def train_round(exp: Experiment, t: int) -> dict[str, Any]:
         save_adapter(exp.model.model, exp.run.adapter_dir(t))
     exp.live_round = t
     return {"steps": stats.steps, "examples": stats.examples, "tokens": stats.tokens,
-            "final_loss": stats.final_loss, "mean_loss": stats.mean_loss}
+            "final_loss": stats.final_loss, "mean_loss": stats.mean_loss, "precision": stats.precision}
 
 
 # --- one round -------------------------------------------------------------------------------

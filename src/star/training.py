@@ -35,6 +35,23 @@ class TrainStats:
     final_loss: float
     mean_loss: float
     seconds: float
+    precision: str = "fp32"
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls beat fp32 here: CUDA with bf16, or a CPU with AVX512-BF16 or AMX tiles."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of training's forward for `train.precision` (None: plain fp32)."""
+    if setting == "bf16" or (setting == "auto" and fast_bf16(device)):
+        return torch.bfloat16
+    return None
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -116,6 +133,7 @@ def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     step_module, accelerator = _prepare(model, dist)
+    amp = autocast_dtype(config.precision, device)
     model.train()
     losses, tokens = [], 0
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress or not dist.is_main, leave=False)
@@ -124,7 +142,8 @@ def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
             mine, seeds, total = _step_rows(idx, responses, epoch, seed, dist)
             batch = collate_pairs([prompts[i] for i in mine], [responses[i] for i in mine], pad_id).to(device)
             with row_seeds(seeds, batch.attention_mask.sum(1).tolist()):  # also around backward: checkpointing recomputes
-                loss = step_module(batch, total, dist.world)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    loss = step_module(batch, total, dist.world)  # the forward only: backward follows autocast's dtypes
                 loss.backward()
             optimizer.step()
             scheduler.step()
@@ -140,4 +159,5 @@ def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
     if config.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     return TrainStats(len(losses), len(prompts), tokens, losses[-1] if losses else float("nan"),
-                      float(np.mean(losses)) if losses else float("nan"), time.perf_counter() - start)
+                      float(np.mean(losses)) if losses else float("nan"), time.perf_counter() - start,
+                      "bf16" if amp is not None else "fp32")

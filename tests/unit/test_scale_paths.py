@@ -77,3 +77,37 @@ def test_parameter_sharding_launch_is_refused_before_the_model_loads(flag, engin
     err = capsys.readouterr().err
     assert engine in err and flag in err and "ddp.yaml" in err
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+def test_precision_setting_picks_the_autocast_dtype(monkeypatch):
+    from star.training import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert autocast_dtype("auto", cpu) is None  # no fast bf16 on this CPU: plain fp32
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert autocast_dtype("auto", cpu) is torch.bfloat16
+
+
+def test_bf16_training_runs_matmuls_in_bf16_and_keeps_lora_weights_fp32(loaded):
+    prompts, responses = _pairs(loaded)
+    pad = loaded.tokenizer.pad_token_id
+    seen: set[torch.dtype] = set()
+    q_proj = next(m for n, m in loaded.model.named_modules() if n.endswith("q_proj.base_layer"))
+    hook = q_proj.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
+    results = {}
+    try:
+        for precision in ("fp32", "bf16"):
+            seen.clear()
+            reset_adapter(loaded.model, 1)
+            cfg = TrainConfig(epochs=2, batch_size=2, lr=1e-2, precision=precision)
+            stats = train_adapter(loaded.model, prompts, responses, pad, cfg, seed=3, show_progress=False)
+            results[precision] = (stats, set(seen))
+    finally:
+        hook.remove()
+    assert results["fp32"][1] == {torch.float32} and results["bf16"][1] == {torch.bfloat16}
+    assert (results["fp32"][0].precision, results["bf16"][0].precision) == ("fp32", "bf16")
+    assert results["bf16"][0].mean_loss == pytest.approx(results["fp32"][0].mean_loss, rel=5e-2)
+    assert all(p.dtype == torch.float32 for n, p in loaded.model.named_parameters() if "lora_" in n)
