@@ -23,7 +23,7 @@ from star.forward import response_loss, sequence_scores, token_stats
 from star.generation import generate
 from star.modeling import adapter_disabled, mc_dropout, reset_adapter
 from star.scoring import score_pairs
-from star.training import linear_schedule, make_optimizer, train_adapter
+from star.training import autocast_dtype, linear_schedule, make_optimizer, train_adapter
 
 try:  # row-seeded LoRA dropout (each example's mask from its own seed), when this star has it
     from star.scoring import row_seed
@@ -194,6 +194,7 @@ class TrainVariant:
     fixed_len: int | None = None  # pad every batch to this many tokens (None: dynamic padding)
     bucket: bool = True  # length-bucketed shuffled batches (False: plain shuffle)
     hf_loss: bool = False  # HF loss on full (B, T, V) logits with labels -100 (False: response-only head)
+    precision: str | None = None  # train.precision for the forward (None: the config's, as ours)
 
 
 def _hf_loss(model: nn.Module, batch: PairBatch) -> torch.Tensor:
@@ -222,6 +223,7 @@ def train_variant(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
     total = -(-len(prompts) // config.batch_size) * config.epochs
     optimizer = make_optimizer(model, config)
     scheduler = linear_schedule(optimizer, total, config.warmup_ratio)
+    amp = autocast_dtype(v.precision or config.precision, device)
     model.train()
     padded = real = 0
     for epoch in range(config.epochs):
@@ -231,7 +233,8 @@ def train_variant(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
             padded, real = padded + batch.input_ids.numel(), real + int(batch.attention_mask.sum())
             batch = batch.to(device)
             with _seeded(lambda idx=idx, e=epoch: [row_seed(seed, i, e) for i in idx], batch):
-                loss = _hf_loss(model, batch) if v.hf_loss else response_loss(model, batch)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    loss = _hf_loss(model, batch) if v.hf_loss else response_loss(model, batch)
                 loss.backward()
             optimizer.step()
             scheduler.step()
@@ -245,6 +248,7 @@ TRAIN_VARIANTS: dict[str, tuple[TrainVariant, str]] = {
     "- dynamic padding (every batch padded to 384)": (TrainVariant(fixed_len=release.RELEASE_MAX_LEN), "fixed-length padding"),
     "- length bucketing (plain shuffle, dynamic padding)": (TrainVariant(bucket=False), "padding to each batch's longest"),
     "- response-only LM head (HF loss on full logits)": (TrainVariant(hf_loss=True), "labels -100 on prompt and pad"),
+    "- bf16 autocast (fp32 forward)": (TrainVariant(precision="fp32"), "train.precision=fp32"),
 }
 
 
@@ -258,8 +262,12 @@ def training_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
     for name, (variant, note) in TRAIN_VARIANTS.items():
         m, info = _timed(b, lambda v=variant: train_variant(b.model, P, R, b.pad_id, cfg, seed, v), fresh)
         rows.append(_row("training", name, m, ref, f"{note}; padding {100 * info['padding_share']:.0f}% of tokens"))
+    amp = autocast_dtype(cfg.precision, b.device)
+    m, _ = _timed(b, lambda: release.train_padded(b.model, P, R, b.pad_id, cfg, seed, autocast=amp), fresh)
+    rows.append(_row("training", "release: padded to 384, HF full-logits loss", m, ref,
+                     f"the baseline, in ours' precision ({'bf16' if amp is not None else 'fp32'})"))
     m, _ = _timed(b, lambda: release.train_padded(b.model, P, R, b.pad_id, cfg, seed), fresh)
-    rows.append(_row("training", "release: padded to 384, HF full-logits loss", m, ref, "the baseline"))
+    rows.append(_row("training", "release, in fp32", m, ref, "the baseline without autocast"))
     return rows
 
 

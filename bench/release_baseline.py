@@ -80,8 +80,12 @@ def pad_fixed(prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_
 
 
 def train_padded(model: nn.Module, prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int,
-                 config: TrainConfig, seed: int, length: int = RELEASE_MAX_LEN) -> dict[str, float]:
-    """The release's training: shuffled batches padded to `length`, HF full-logits loss."""
+                 config: TrainConfig, seed: int, length: int = RELEASE_MAX_LEN,
+                 autocast: torch.dtype | None = None) -> dict[str, float]:
+    """The release's training: shuffled batches padded to `length`, HF full-logits loss.
+
+    `autocast` (e.g. bf16, the release's training precision) wraps the forward as ours does.
+    """
     device = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -95,7 +99,8 @@ def train_padded(model: nn.Module, prompts: Sequence[list[int]], responses: Sequ
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
             ids, mask, labels = pad_fixed([prompts[i] for i in idx], [responses[i] for i in idx], pad_id, length)
-            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+                loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
             loss.backward()
             optimizer.step()
             scheduler.step()

@@ -34,7 +34,7 @@ from star.scoring import score_pairs
 from star.strategies import ScoreInputs, get_strategy
 from star.tasks import build_task
 from star.tasks.base import Example, Task
-from star.training import train_adapter
+from star.training import autocast_dtype, train_adapter
 
 TOLERANCE = 1e-4  # |ours - baseline| <= TOLERANCE * max(1, |baseline|), per example, PE and ME
 
@@ -90,6 +90,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: TrainConfig's)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="auto: fp32 on CPU, bf16 on CUDA")
+    p.add_argument("--train-precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="ours' train.precision (auto: bf16 autocast where the device has fast bf16)")
+    p.add_argument("--baseline-precision", choices=["same", "fp32", "bf16"], default="same",
+                   help="the baseline's training precision (same: as ours, so only pipeline choices differ;"
+                        " the release trained in bf16)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="time each measurement this many times; report the fastest")
@@ -124,7 +129,7 @@ def setup(args: argparse.Namespace) -> Bench | None:
         torch.set_num_threads(args.threads)
     loaded = load_model(ModelConfig(device=args.device, dtype=args.dtype), LoraSettings())
     splits = load_splits(args, loaded.tokenizer)
-    train_cfg = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
+    train_cfg = TrainConfig(precision=args.train_precision, **({} if args.epochs is None else {"epochs": args.epochs}))
     return Bench(args, loaded.model, loaded.tokenizer, loaded.device, *splits, speedlib.ModelFlops.of(loaded.model),
                  ActiveLearningConfig(mc_passes=args.mc_passes), train_cfg, EvalConfig())
 
@@ -143,14 +148,22 @@ def phase_train(b: Bench) -> dict:
     """Both trainings from the same fresh adapter; ours stays live for the inference phases."""
     s, seed, reps = b.train, b.args.seed, b.args.repeats
     fresh = lambda: reset_adapter(b.model, seed)  # noqa: E731
+    ours_amp = autocast_dtype(b.train_cfg.precision, b.device)
+    base_setting = b.args.baseline_precision
+    base_amp = ours_amp if base_setting == "same" else autocast_dtype(base_setting, b.device)
     base, info = speedlib.timed(b.device, lambda: release.train_padded(b.model, s.prompts, s.responses, b.pad_id,
-                                                                        b.train_cfg, seed), reps, fresh)
-    base.info.update(info)
+                                                                        b.train_cfg, seed, autocast=base_amp), reps, fresh)
+    base.info.update(info, precision=_precision(base_amp))
     ours, stats = speedlib.timed(b.device, lambda: train_adapter(b.model, s.prompts, s.responses, b.pad_id, b.train_cfg,
                                                                   seed, show_progress=False), reps, fresh)
-    ours.info.update(steps=stats.steps, mean_loss=stats.mean_loss, final_loss=stats.final_loss)
+    ours.info.update(steps=stats.steps, mean_loss=stats.mean_loss, final_loss=stats.final_loss, precision=stats.precision)
     useful = 2 * b.train_cfg.epochs * b.flops.forward(s.lengths, s.response_tokens)
-    return {"baseline": base, "ours": ours, "useful_flops": useful, "tokens": b.train_cfg.epochs * sum(s.lengths)}
+    return {"baseline": base, "ours": ours, "useful_flops": useful, "tokens": b.train_cfg.epochs * sum(s.lengths),
+            "ceiling_dtype": "bfloat16" if ours_amp is not None else None}
+
+
+def _precision(amp: torch.dtype | None) -> str:
+    return "bf16" if amp is not None else "fp32"
 
 
 def phase_score(b: Bench) -> tuple[dict, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -294,15 +307,17 @@ def _jsonable(x):  # noqa: ANN001, ANN202
     return x
 
 
-def run_main(b: Bench, ceiling_gflops: float) -> tuple[list[dict], dict]:
-    """The three phases, the round, and the equality check."""
+def run_main(b: Bench, ceil: dict) -> tuple[list[dict], dict]:
+    """The three phases, the round, and the equality check (training's ceiling in its autocast dtype)."""
+    ceiling_gflops = model_ceiling(b, ceil)
     warm_up(b)
     train = phase_train(b)
     score, base_scores, our_scores = phase_score(b)
     same = (base_scores, our_scores) if b.al.mc_passes == 1 else (None, None)
     equal = check_equal(b, *same)
     evaluation = phase_eval(b)
-    rows = [summarise("scoring", score, ceiling_gflops), summarise("training", train, ceiling_gflops),
+    train_ceiling = ceil[train["ceiling_dtype"]]["best"] if train["ceiling_dtype"] in ceil else ceiling_gflops
+    rows = [summarise("scoring", score, ceiling_gflops), summarise("training", train, train_ceiling),
             summarise("evaluation", evaluation, ceiling_gflops)]
     rows.append(round_row(rows, ceiling_gflops))
     return rows, equal
@@ -330,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
               "flops_accounting": asdict(b.flops), "model_dtype": str(next(b.model.parameters()).dtype)}
     print(format_ceiling(ceil, b.flops, b))
     if not args.skip_main:
-        rows, equal = run_main(b, model_ceiling(b, ceil))
+        rows, equal = run_main(b, ceil)
         report.update(rows=rows, equality=equal)
         print("\n" + format_table(rows))
         print("\nequality (gold responses, MC off):", json.dumps(equal))
