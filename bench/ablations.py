@@ -23,7 +23,8 @@ from star.forward import response_loss, sequence_scores, token_stats
 from star.generation import generate
 from star.modeling import adapter_disabled, mc_dropout, reset_adapter
 from star.scoring import score_pairs
-from star.training import autocast_dtype, linear_schedule, make_optimizer, train_adapter
+from star.precision import autocast_dtype
+from star.training import linear_schedule, make_optimizer, train_adapter
 
 try:  # row-seeded LoRA dropout (each example's mask from its own seed), when this star has it
     from star.scoring import row_seed

@@ -34,7 +34,8 @@ from star.scoring import score_pairs
 from star.strategies import ScoreInputs, get_strategy
 from star.tasks import build_task
 from star.tasks.base import Example, Task
-from star.training import autocast_dtype, train_adapter
+from star.precision import autocast_dtype
+from star.training import train_adapter
 
 TOLERANCE = 1e-4  # |ours - baseline| <= TOLERANCE * max(1, |baseline|), per example, PE and ME
 

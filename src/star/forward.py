@@ -63,7 +63,8 @@ def token_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
     On a GPU, LM_HEAD_CHUNK rows at a time (fewer, larger kernels).
     """
     step = STATS_CHUNK if logits.device.type == "cpu" else LM_HEAD_CHUNK
-    parts = [_chunk_stats(logits[s : s + step], targets[s : s + step]) for s in range(0, logits.shape[0], step)]
+    with torch.autocast(logits.device.type, enabled=False):  # statistics stay fp32 under a bf16 autocast
+        parts = [_chunk_stats(logits[s : s + step], targets[s : s + step]) for s in range(0, logits.shape[0], step)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 

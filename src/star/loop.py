@@ -29,6 +29,7 @@ from .evaluation import evaluate
 from .generation import generate
 from .labels import LabelStore
 from .modeling import LoadedModel, adapter_disabled, check_model_config, load_adapter_weights, load_model, reset_adapter, save_adapter
+from .precision import autocast
 from .runs import RunDir, read_jsonl, write_json, write_jsonl
 from .schedules import lam
 from .scoring import Uncertainty, score_options, score_pairs
@@ -162,6 +163,12 @@ def _responses(exp: Experiment, idx: list[int], use_base: bool) -> list[list[int
 
 
 def _uncertainty(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> Uncertainty:
+    """Generation and scoring of pool examples `idx`, in al.precision."""
+    with autocast(exp.config.al.precision, exp.model.device):
+        return _uncertainty_of(exp, idx, use_base, seed)
+
+
+def _uncertainty_of(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> Uncertainty:
     cfg = exp.config.al
     prompts = [exp.pool_prompts[i] for i in idx]
     mc = cfg.mc_dropout and not use_base and cfg.mc_passes > 1

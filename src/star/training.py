@@ -21,6 +21,7 @@ from .batching import PairBatch, collate_pairs, length_batches
 from .config import TrainConfig
 from .forward import response_logits
 from .modeling import lora_parameters
+from .precision import autocast_dtype
 from .scoring import row_seed
 from .seeded_dropout import row_seeds
 
@@ -36,22 +37,6 @@ class TrainStats:
     mean_loss: float
     seconds: float
     precision: str = "fp32"
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matmuls beat fp32 here: CUDA with bf16, or a CPU with AVX512-BF16 or AMX tiles."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return False
-
-
-def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of training's forward for `train.precision` (None: plain fp32)."""
-    if setting == "bf16" or (setting == "auto" and fast_bf16(device)):
-        return torch.bfloat16
-    return None
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:

@@ -50,7 +50,7 @@ def test_two_processes_match_one(tiny_run_config: dict, tmp_path: Path) -> None:
         cfg["output_dir"] = str(tmp_path / f"p{processes}")
         cfg["al"]["batch_size"] = 4  # several batches, so that both processes get work
         cfg["train"]["batch_size"] = 4
-        cfg["train"]["precision"] = "fp32"  # bf16 rounding depends on how a batch is split: see docs/scaling.md
+        cfg["train"]["precision"] = cfg["al"]["precision"] = "fp32"  # bf16 rounding depends on the batch split: docs/scaling.md
         config_file = tmp_path / f"p{processes}.yaml"
         config_file.write_text(yaml.safe_dump(cfg))
         done = _star(["run", "--quiet", "--config", str(config_file)], processes, tmp_path)

@@ -80,7 +80,7 @@ def test_parameter_sharding_launch_is_refused_before_the_model_loads(flag, engin
 
 
 def test_precision_setting_picks_the_autocast_dtype(monkeypatch):
-    from star.training import autocast_dtype
+    from star.precision import autocast_dtype
 
     cpu = torch.device("cpu")
     assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
@@ -111,3 +111,44 @@ def test_bf16_training_runs_matmuls_in_bf16_and_keeps_lora_weights_fp32(loaded):
     assert (results["fp32"][0].precision, results["bf16"][0].precision) == ("fp32", "bf16")
     assert results["bf16"][0].mean_loss == pytest.approx(results["fp32"][0].mean_loss, rel=5e-2)
     assert all(p.dtype == torch.float32 for n, p in loaded.model.named_parameters() if "lora_" in n)
+
+
+def test_bf16_scoring_keeps_statistics_fp32_and_close_to_fp32(loaded):
+    from star.precision import autocast
+
+    prompts, responses = _pairs(loaded)
+    pad = loaded.tokenizer.pad_token_id
+    full = score_pairs(loaded.model, prompts, responses, pad, batch_size=8, show_progress=False)
+    with autocast("bf16", torch.device("cpu")):
+        half = score_pairs(loaded.model, prompts, responses, pad, batch_size=8, show_progress=False)
+    assert half.pe.dtype == np.float64 and np.isfinite(half.pe).all() and np.isfinite(half.me).all()
+    np.testing.assert_allclose(half.pe, full.pe, rtol=5e-2)
+    np.testing.assert_allclose(half.me, full.me, rtol=5e-2)
+    assert not np.array_equal(half.pe, full.pe)  # the matmuls really ran in bf16
+
+
+def test_al_precision_applies_to_pool_scoring_and_not_to_evaluation(tiny_run_config, monkeypatch):
+    import star.loop as loop
+
+    seen: dict[str, set] = {"score": set(), "eval": set()}
+    phase = {"now": "score"}
+    real_load, real_eval = loop.load_model, loop.evaluate
+
+    def load_and_watch(*args, **kwargs):
+        m = real_load(*args, **kwargs)
+        q = next(mod for n, mod in m.model.named_modules() if n.endswith("q_proj.base_layer"))
+        q.register_forward_hook(lambda mod, a, out: seen[phase["now"]].add(out.dtype) if not mod.training else None)
+        return m
+
+    def eval_and_mark(*args, **kwargs):
+        phase["now"] = "eval"
+        try:
+            return real_eval(*args, **kwargs)
+        finally:
+            phase["now"] = "score"
+
+    monkeypatch.setattr(loop, "load_model", load_and_watch)
+    monkeypatch.setattr(loop, "evaluate", eval_and_mark)
+    cfg = {**tiny_run_config, "al": {**tiny_run_config["al"], "precision": "bf16", "rounds": 2}}
+    loop.run(cfg, show_progress=False)
+    assert seen["score"] == {torch.bfloat16} and seen["eval"] == {torch.float32}
