@@ -93,9 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="auto: fp32 on CPU, bf16 on CUDA")
     p.add_argument("--train-precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="ours' train.precision (auto: bf16 autocast where the device has fast bf16)")
+    p.add_argument("--score-precision", choices=["auto", "fp32", "bf16"], default="fp32",
+                   help="ours' al.precision for scoring (default fp32, as al.precision)")
     p.add_argument("--baseline-precision", choices=["same", "fp32", "bf16"], default="same",
-                   help="the baseline's training precision (same: as ours, so only pipeline choices differ;"
-                        " the release trained in bf16)")
+                   help="the baseline's training and scoring precision (same: as ours, so only pipeline choices"
+                        " differ; the release ran in bf16)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="time each measurement this many times; report the fastest")
@@ -170,13 +172,31 @@ def _precision(amp: torch.dtype | None) -> str:
 def phase_score(b: Bench) -> tuple[dict, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """K passes over the pool subset (MC dropout on when K > 1), the release's way and ours."""
     s, k, seed, reps = b.score, b.al.mc_passes, b.args.seed, b.args.repeats
-    base, base_scores = speedlib.timed(b.device, lambda: release.score_pool(b.model, s.prompts, s.responses, passes=k,
-                                                                           mc=k > 1, seed=seed), reps)
-    ours, u = speedlib.timed(b.device, lambda: score_pairs(b.model, s.prompts, s.responses, b.pad_id, b.al.batch_size,
-                                                           passes=k, mc=k > 1, seed=seed, show_progress=False), reps)
+    ours_amp = autocast_dtype(b.args.score_precision, b.device)
+    base_setting = b.args.baseline_precision
+    base_amp = ours_amp if base_setting == "same" else autocast_dtype(base_setting, b.device)
+
+    def baseline() -> tuple[np.ndarray, np.ndarray]:
+        with _autocast(b.device, base_amp):
+            return release.score_pool(b.model, s.prompts, s.responses, passes=k, mc=k > 1, seed=seed)
+
+    def ours_scoring():  # noqa: ANN202
+        with _autocast(b.device, ours_amp):
+            return score_pairs(b.model, s.prompts, s.responses, b.pad_id, b.al.batch_size, passes=k, mc=k > 1,
+                               seed=seed, show_progress=False)
+
+    base, base_scores = speedlib.timed(b.device, baseline, reps)
+    ours, u = speedlib.timed(b.device, ours_scoring, reps)
+    base.info.update(precision=_precision(base_amp))
+    ours.info.update(precision=_precision(ours_amp))
     useful = k * b.flops.forward(s.lengths, s.response_tokens)
-    row = {"baseline": base, "ours": ours, "useful_flops": useful, "tokens": k * sum(s.lengths), "passes": k}
+    row = {"baseline": base, "ours": ours, "useful_flops": useful, "tokens": k * sum(s.lengths), "passes": k,
+           "ceiling_dtype": "bfloat16" if ours_amp is not None else None, "fp32": ours_amp is None and base_amp is None}
     return row, base_scores, (u.pe, u.me)
+
+
+def _autocast(device: torch.device, amp: torch.dtype | None):  # noqa: ANN202
+    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
 
 
 def phase_eval(b: Bench) -> dict:
@@ -314,11 +334,13 @@ def run_main(b: Bench, ceil: dict) -> tuple[list[dict], dict]:
     warm_up(b)
     train = phase_train(b)
     score, base_scores, our_scores = phase_score(b)
-    same = (base_scores, our_scores) if b.al.mc_passes == 1 else (None, None)
+    same = (base_scores, our_scores) if b.al.mc_passes == 1 and score["fp32"] else (None, None)
     equal = check_equal(b, *same)
     evaluation = phase_eval(b)
-    train_ceiling = ceil[train["ceiling_dtype"]]["best"] if train["ceiling_dtype"] in ceil else ceiling_gflops
-    rows = [summarise("scoring", score, ceiling_gflops), summarise("training", train, train_ceiling),
+    def ceiling_of(row: dict) -> float:  # the best matmul rate in the dtype the phase's matmuls ran in
+        return ceil[row["ceiling_dtype"]]["best"] if row["ceiling_dtype"] in ceil else ceiling_gflops
+
+    rows = [summarise("scoring", score, ceiling_of(score)), summarise("training", train, ceiling_of(train)),
             summarise("evaluation", evaluation, ceiling_gflops)]
     rows.append(round_row(rows, ceiling_gflops))
     return rows, equal

@@ -66,8 +66,8 @@ class ActiveLearningConfig(_Section):
     batch_size: int = Field(32, ge=1, description="Pool examples per generation / scoring batch (MC passes included).")
     max_new_tokens: int = Field(64, ge=1, description="Greedy tokens generated per pool example (generated response).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="Pool generation and scoring matmuls: bf16 autocast or fp32 (statistics stay fp32);"
-                            " auto: bf16 where the device has fast bf16 (CUDA, or a CPU with AVX512-BF16/AMX).")
+        "fp32", description="Pool generation and scoring matmuls: fp32, bf16 autocast (~2x faster on a CPU with"
+                            " AVX512-BF16, but greedy answers, hence selections, can change), or auto (bf16 where fast).")
 
     annotator: str = Field("oracle", description="Who labels: oracle (simulation, the dataset's labels) or human.")
 
