@@ -56,3 +56,28 @@ def tiny_run_config(tiny_model_dir: Path, tmp_path: Path) -> dict:
         "train": {"epochs": 1, "batch_size": 4, "max_prompt_tokens": 96, "max_answer_tokens": 48},
         "eval": {"max_new_tokens": 8, "batch_size": 8},
     }
+
+
+@pytest.fixture
+def make_waiting_run():
+    """Factory: a run directory waiting for round 0's human labels (config + query file, no model).
+
+    make_waiting_run(folder, task=None, n=4, rounds=2) -> (run path, the n query ids).
+    """
+    from star.config import build_config, dump_config
+    from star.human import query_row, write_batch
+    from star.runs import RunDir
+    from star.tasks import build_task
+
+    def make(folder: Path, task: dict | None = None, n: int = 4, rounds: int = 2) -> tuple[Path, list[str]]:
+        cfg = build_config({"output_dir": str(folder / "run"),
+                            "task": task or {"name": "arithmetic", "pool_size": 12, "test_size": 4, "max_steps": 2},
+                            "al": {"initial": n, "query": 2, "rounds": rounds, "annotator": "human"}})
+        run = RunDir.create(cfg.output_dir)
+        run.config_path.write_text(dump_config(cfg), encoding="utf-8")
+        t = build_task(cfg.task)
+        pool = t.load("pool")[:n]
+        write_batch(run, 0, "query", [query_row(t, 0, e.id, e.question, "The final answer is 3", 0.5) for e in pool])
+        return run.path, [e.id for e in pool]
+
+    return make

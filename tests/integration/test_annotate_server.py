@@ -19,29 +19,17 @@ import pytest
 
 from star import cli
 from star.annotate import AnnotationServer, make_server, split_host
-from star.config import build_config, dump_config
 from star.errors import RunStateError
-from star.human import query_row, write_batch
 from star.labels import LabelStore
-from star.runs import RunDir
-from star.tasks import build_task
-
-
-def make_run(folder: Path, n: int = 4) -> tuple[Path, list[str]]:
-    """A run waiting for round 0's labels: config and query only (no model needed to serve it)."""
-    cfg = build_config({"output_dir": str(folder / "run"),
-                        "task": {"name": "arithmetic", "pool_size": 12, "test_size": 4, "max_steps": 2},
-                        "al": {"initial": n, "query": 2, "rounds": 2, "annotator": "human"}})
-    run = RunDir.create(cfg.output_dir)
-    run.config_path.write_text(dump_config(cfg), encoding="utf-8")
-    task = build_task(cfg.task)
-    pool = task.load("pool")[:n]
-    write_batch(run, 0, "query", [query_row(task, 0, e.id, e.question, "The final answer is 3", 0.5) for e in pool])
-    return run.path, [e.id for e in pool]
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[AnnotationServer, Path, list[str]]]:
+def make_run(make_waiting_run):  # noqa: ANN001, ANN201 - the conftest factory
+    return make_waiting_run
+
+
+@pytest.fixture
+def served(tmp_path: Path, make_run) -> Iterator[tuple[AnnotationServer, Path, list[str]]]:
     run_dir, ids = make_run(tmp_path)
     (tmp_path / "secret.txt").write_text("TOP-SECRET outside the run", encoding="utf-8")
     server = make_server(run_dir)
@@ -188,14 +176,14 @@ def test_host_header_parsing() -> None:
     assert split_host("localhost") == ("localhost", "")
 
 
-def test_no_open_round_is_refused_at_start(tmp_path: Path) -> None:
+def test_no_open_round_is_refused_at_start(tmp_path: Path, make_run) -> None:  # noqa: ANN001
     run_dir, _ = make_run(tmp_path)
     (run_dir / "round-0" / "query.jsonl").unlink()
     with pytest.raises(RunStateError, match="no query"):
         make_server(run_dir)
 
 
-def test_star_annotate_command_prints_the_url_and_stops_cleanly(tmp_path: Path) -> None:
+def test_star_annotate_command_prints_the_url_and_stops_cleanly(tmp_path: Path, make_run) -> None:  # noqa: ANN001
     run_dir, ids = make_run(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "star", "annotate", str(run_dir), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from star.cli import main
-from star.config import build_config, dump_config
+from star.config import build_config
 from star.errors import ConfigError, DataError, RunStateError
-from star.human import import_labels, open_round, query_row, write_batch
+from star.human import import_labels, open_round
 from star.labels import LabelStore
 from star.runs import RunDir, read_jsonl, write_json
 from star.tasks import build_task
@@ -23,23 +23,13 @@ from star.tasks.files import read_jsonl as read_task_jsonl
 ROUNDS = 3
 
 
-def make_run(folder: Path, task: dict | None = None, n: int = 4) -> tuple[Path, list[str]]:
-    """A run directory waiting for round 0's labels (config + query, no model); returns it and the query ids."""
-    cfg = build_config({
-        "output_dir": str(folder / "run"),
-        "task": task or {"name": "arithmetic", "pool_size": 12, "test_size": 4, "max_steps": 2},
-        "al": {"initial": n, "query": 2, "rounds": ROUNDS, "annotator": "human"},
-    })
-    run = RunDir.create(cfg.output_dir)
-    run.config_path.write_text(dump_config(cfg), encoding="utf-8")
-    t = build_task(cfg.task)
-    pool = t.load("pool")[:n]
-    write_batch(run, 0, "query", [query_row(t, 0, e.id, e.question, "The final answer is 3", 0.5) for e in pool])
-    return run.path, [e.id for e in pool]
+@pytest.fixture
+def make_run(make_waiting_run):  # noqa: ANN001, ANN201 - the conftest factory, with this file's rounds
+    return lambda folder, task=None, n=4: make_waiting_run(folder, task, n, ROUNDS)
 
 
 @pytest.fixture
-def run(tmp_path: Path) -> tuple[Path, list[str]]:
+def run(tmp_path: Path, make_run) -> tuple[Path, list[str]]:  # noqa: ANN001
     return make_run(tmp_path)
 
 
@@ -215,7 +205,7 @@ def test_label_already_committed_is_never_overwritten(run, tmp_path: Path) -> No
     assert snapshot(run_dir) == [(ids[0], "1", "human", 0)]
 
 
-def test_choice_task_checks_the_choices(tmp_path: Path) -> None:
+def test_choice_task_checks_the_choices(tmp_path: Path, make_run) -> None:  # noqa: ANN001
     data = tmp_path / "data"
     data.mkdir()
     for name in ("train.jsonl", "test.jsonl"):
@@ -230,7 +220,7 @@ def test_choice_task_checks_the_choices(tmp_path: Path) -> None:
 # --- the run's state -------------------------------------------------------------------------
 
 
-def test_no_query_yet_says_how_to_get_one(tmp_path: Path) -> None:
+def test_no_query_yet_says_how_to_get_one(tmp_path: Path, make_run) -> None:  # noqa: ANN001
     run_dir, _ = make_run(tmp_path)
     (run_dir / "round-0" / "query.jsonl").unlink()
     with pytest.raises(RunStateError) as info:
@@ -238,7 +228,7 @@ def test_no_query_yet_says_how_to_get_one(tmp_path: Path) -> None:
     assert "no query" in info.value.message and f"star run --resume {run_dir}" in info.value.hint
 
 
-def test_finished_run_and_non_run(tmp_path: Path) -> None:
+def test_finished_run_and_non_run(tmp_path: Path, make_run) -> None:  # noqa: ANN001
     run_dir, _ = make_run(tmp_path)
     for t in range(ROUNDS):
         write_json(run_dir / f"round-{t}" / "metrics.json", {"round": t})
@@ -280,9 +270,10 @@ _LINE = st.one_of(_ROW.map(str.encode), _JSONISH.map(str.encode), st.text(max_si
 _FILE = st.tuples(st.lists(_LINE, max_size=8), st.sampled_from([b"\n", b"\r\n"]), st.sampled_from([".jsonl", ".csv", ""]))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # a stateless factory
 @given(_FILE)
-def test_property_import_is_all_or_nothing_and_never_crashes(file_spec) -> None:
+def test_property_import_is_all_or_nothing_and_never_crashes(make_run, file_spec) -> None:  # noqa: ANN001
     lines, sep, suffix = file_spec
     with tempfile.TemporaryDirectory() as tmp:
         run_dir, ids = make_run(Path(tmp))
