@@ -15,7 +15,7 @@ from star.config import build_config
 from star.errors import ConfigError, DataError, RunStateError
 from star.human import import_labels, open_round
 from star.labels import LabelStore
-from star.runs import RunDir, read_jsonl, write_json
+from star.runs import read_jsonl, write_json
 from star.tasks import build_task
 from star.tasks.files import MAX_LINE_BYTES
 from star.tasks.files import read_jsonl as read_task_jsonl
