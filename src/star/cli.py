@@ -38,19 +38,30 @@ def run_command(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run in this directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table."),
+    num_processes: int = typer.Option(1, "--num-processes", "-n", min=1,
+                                      help="Processes on this machine, started through `accelerate launch` (DDP)."),
 ) -> None:
     """Run an active-learning experiment (no arguments: the embedded default). Override any
     option as section.option=value or --section.option value, e.g. al.rounds=3 --lora.r 4."""
+    from . import distributed
     from .config import load_config
     from .loop import run
 
     overrides = overrides_from_args(list(ctx.args))
+    if resume is not None and (config is not None or overrides):
+        raise ConfigError("--resume takes the run's own config.yaml; drop --config and overrides")
+    resolved = None if resume is not None else load_config(config, overrides)  # errors before any launch
+    if num_processes > 1 and distributed.launched_world_size() == 1:
+        args = (["--resume", resume] if resume is not None else ([] if config is None else ["--config", config]))
+        args = ["run", *args, *(["--quiet"] if quiet else []), *list(ctx.args)]
+        code = distributed.relaunch(num_processes, args)
+        if code:
+            raise typer.Exit(code)
+        return
     if resume is not None:
-        if config is not None or overrides:
-            raise ConfigError("--resume takes the run's own config.yaml; drop --config and overrides")
         run(resume=resume, show_progress=not quiet)
         return
-    run(load_config(config, overrides), show_progress=not quiet)
+    run(resolved, show_progress=not quiet)
 
 
 @app.command("config", context_settings=_EXTRA)
@@ -172,7 +183,7 @@ def annotate_command(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: StarErrors become one clear message and exit code 2, never a traceback."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)  # an Exit's code is returned, not raised
     except StarError as e:
         typer.secho(f"error: {e.message}", fg="red", err=True)
         if e.hint:
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             e.show()
             return 2
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

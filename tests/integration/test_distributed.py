@@ -26,10 +26,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _star(args: list[str], processes: int, tmp_path: Path) -> subprocess.CompletedProcess:
+def _star(args: list[str], processes: int, tmp_path: Path, flag: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    if processes == 1:
-        cmd = [sys.executable, "-m", "star", *args]
+    if processes == 1 or flag:  # flag: star's own --num-processes, which goes through accelerate launch
+        cmd = [sys.executable, "-m", "star", *args, *(["--num-processes", str(processes)] if flag else [])]
     else:
         launcher = os.path.join(os.path.dirname(sys.executable), "accelerate")
         cmd = [launcher, "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
@@ -45,21 +45,24 @@ def _failure_report(done: subprocess.CompletedProcess) -> str:
 
 def test_two_processes_match_one(tiny_run_config: dict, tmp_path: Path) -> None:
     outcomes = {}
-    for processes in (1, 2):
+    for processes, flag in ((1, False), (2, False), (2, True)):
+        name = f"p{processes}" + ("-flag" if flag else "")
         cfg = copy.deepcopy(tiny_run_config)
-        cfg["output_dir"] = str(tmp_path / f"p{processes}")
+        cfg["output_dir"] = str(tmp_path / name)
         cfg["al"]["batch_size"] = 4  # several batches, so that both processes get work
         cfg["train"]["batch_size"] = 4
         cfg["train"]["precision"] = cfg["al"]["precision"] = "fp32"  # bf16 rounding depends on the batch split: docs/scaling.md
-        config_file = tmp_path / f"p{processes}.yaml"
+        config_file = tmp_path / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump(cfg))
-        done = _star(["run", "--quiet", "--config", str(config_file)], processes, tmp_path)
+        done = _star(["run", "--quiet", "--config", str(config_file)], processes, tmp_path, flag)
         assert done.returncode == 0, _failure_report(done)
         run = RunDir(cfg["output_dir"])
         assert run.finished_rounds() == [0, 1, 2]
-        outcomes[processes] = run
-    one, two = outcomes[1], outcomes[2]
+        outcomes[name] = run
+    one, two = outcomes["p1"], outcomes["p2"]
+    by_flag = outcomes["p2-flag"]  # `star run --num-processes 2` is the same launch: the same results
     for t in (1, 2):
+        assert read_jsonl(by_flag.scores_path(t)) == read_jsonl(two.scores_path(t))
         a, b = read_jsonl(one.scores_path(t)), read_jsonl(two.scores_path(t))
         assert [r["id"] for r in a] == [r["id"] for r in b]
         assert [r["selected"] for r in a] == [r["selected"] for r in b]
@@ -72,3 +75,17 @@ def test_two_processes_match_one(tiny_run_config: dict, tmp_path: Path) -> None:
         assert m1["labels"] == m2["labels"] and m1["label_reads"] == m2["label_reads"]
         assert m1["accuracy"] == pytest.approx(m2["accuracy"]) and m1["ece"] == pytest.approx(m2["ece"], abs=1e-4)
         assert m1["train"]["final_loss"] == pytest.approx(m2["train"]["final_loss"], rel=1e-4)
+
+
+def test_num_processes_checks_the_config_before_launching_anything(tmp_path: Path, monkeypatch, capsys) -> None:
+    from star import distributed
+    from star.cli import main
+
+    launched = []
+    monkeypatch.setattr(distributed, "relaunch", lambda n, args: launched.append((n, args)) or 0)
+    assert main(["run", "--num-processes", "2", "al.rounds=0", f"output_dir={tmp_path / 'r'}"]) == 2
+    assert "al.rounds" in capsys.readouterr().err and launched == []
+    assert main(["run", "-n", "2", "--quiet", "al.rounds=2", f"output_dir={tmp_path / 'r'}"]) == 0
+    assert launched == [(2, ["run", "--quiet", "al.rounds=2", f"output_dir={tmp_path / 'r'}"])]
+    monkeypatch.setattr(distributed, "relaunch", lambda n, args: 3)  # a failed launch's exit code comes through
+    assert main(["run", "-n", "2", f"output_dir={tmp_path / 'r'}"]) == 3
