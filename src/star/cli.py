@@ -145,10 +145,19 @@ def label_command(
     run_dir: str = typer.Argument(..., metavar="RUN", help="The run directory."),
     file: str = typer.Argument(..., metavar="FILE", help="Answers: JSON lines or .csv with id and answer."),
     annotator: str = typer.Option("human", "--annotator", help="Who answered (unless the file names it)."),
+    correct: bool = typer.Option(False, "--correct", help="Replace answers already given (the old ones are kept as history)."),
 ) -> None:
-    """Import answers into the open round: every line is checked first, then all are committed at once."""
-    from .human import import_labels, open_round
+    """Import answers into the open round: every line is checked first, then all are committed at once.
+    With --correct, replace committed answers instead (any round, also of a finished run)."""
+    from .human import correct_labels, import_labels, open_round
 
+    if correct:
+        pairs = correct_labels(run_dir, file, annotator)
+        first = min(old.round for old, _ in pairs)
+        typer.echo(f"corrected {len(pairs)} label(s) in {run_dir} (the earliest from round {first}); the old answers "
+                   "are kept in the store's history. Models already trained keep their adapters: the corrections "
+                   "count from the next model trained.")
+        return
     count = import_labels(run_dir, file, annotator)
     open_ = open_round(run_dir)
     left = len(open_.remaining())

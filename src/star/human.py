@@ -468,6 +468,57 @@ def import_labels(run_dir: str | Path, file: str | Path, annotator: str = DEFAUL
     return len(rows)
 
 
+def _check_correction(task: Task, row: AnswerRow, seen: dict[str, int], labelled: dict[str, Label],
+                      problems: _Problems) -> None:
+    """Add the first problem of one correction row (id, duplicate, no label yet, same answer, answer), if any."""
+    line = row.line
+    if not isinstance(row.id, str) or not row.id.strip():
+        what = "missing field 'id'" if row.id is None else f"field 'id' must be non-empty text, got {row.id!r:.40}"
+        problems.add(line, what, "give the id of a labelled example")
+    elif row.id in seen:
+        problems.add(line, f"id {row.id!r} appears again (first on line {seen[row.id]})", "keep one answer per id")
+    elif row.id not in labelled:
+        problems.add(line, f"id {row.id!r:.80} has no committed label to correct",
+                     "label it with `star label` (without --correct) once it is queried")
+    elif row.answer is None:
+        problems.add(line, "missing field 'answer'", answer_fix(task))
+    elif (problem := answer_problem(task, row.answer)) is not None:
+        problems.add(line, problem, answer_fix(task))
+    elif row.answer == labelled[row.id].answer:
+        problems.add(line, f"id {row.id!r} already has the answer {row.answer!r:.40}", "remove the line")
+    elif row.annotator is not None and (problem := annotator_problem(row.annotator)) is not None:
+        problems.add(line, problem, "fix the annotator name or drop the field")
+    if isinstance(row.id, str):
+        seen.setdefault(row.id, line)
+
+
+def correct_labels(run_dir: str | Path, file: str | Path, annotator: str = DEFAULT_ANNOTATOR) -> list[tuple[Label, Label]]:
+    """Replace committed answers from a JSONL/CSV file, all or nothing; the old labels go to the history.
+
+    Works on any run, finished or not. Models already trained keep their adapters; every model
+    trained afterwards (the next round, or a new run from these labels) uses the corrected answers.
+    """
+    try:
+        run = RunDir.open(run_dir)
+    except ValueError:
+        raise RunStateError(f"{run_dir!r} is not a valid path", hint="pass the run's output_dir") from None
+    task = build_task(load_config(run.config_path).task)
+    if (problem := annotator_problem(annotator)) is not None:
+        raise DataError(problem, hint="pass --annotator NAME")
+    rows, problems = read_answers(file)
+    store = LabelStore(run.labels_path)
+    try:
+        labelled = {lab.example_id: lab for lab in store.all()}
+        seen: dict[str, int] = {}
+        for row in rows:
+            _check_correction(task, row, seen, labelled, problems)
+        who = _one_annotator(rows, annotator, problems)
+        problems.raise_if_any()
+        return store.correct_many([(r.id, r.answer) for r in rows], who)
+    finally:
+        store.close()
+
+
 class AlreadyLabelled(DataError):
     """The example already has a committed label (labels are never overwritten)."""
 
@@ -492,5 +543,5 @@ def commit_answer(open_: OpenRound, example_id: Any, answer: Any, annotator: str
         store.close()
 
 
-__all__ = ["AlreadyLabelled", "HumanAnnotator", "OpenRound", "commit_answer", "export_query", "import_labels",
+__all__ = ["AlreadyLabelled", "HumanAnnotator", "OpenRound", "commit_answer", "correct_labels", "export_query", "import_labels",
            "open_round", "read_answers", "write_todo"]

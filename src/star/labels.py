@@ -23,6 +23,14 @@ CREATE TABLE IF NOT EXISTS labels (
     created    REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS labels_round ON labels(round);
+CREATE TABLE IF NOT EXISTS label_history (
+    example_id TEXT NOT NULL,
+    answer     TEXT NOT NULL,
+    annotator  TEXT NOT NULL,
+    round      INTEGER NOT NULL,
+    created    REAL NOT NULL,
+    replaced   REAL NOT NULL
+);
 """
 
 
@@ -59,7 +67,7 @@ class Label:
 
 
 class LabelStore:
-    """SQLite-backed labels of one run: add (atomically), query by round, derive the labelled set."""
+    """SQLite-backed labels of one run: add or correct (atomically), query by round, derive the labelled set."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -96,6 +104,40 @@ class LabelStore:
                 self._db.execute("ROLLBACK")
             raise
         return labels
+
+    def correct_many(self, items: Iterable[tuple[str, str]], annotator: str) -> list[tuple[Label, Label]]:
+        """Replace the answers of labelled ids in one transaction; each old label moves to the history.
+
+        A correction keeps the label's round (it stays in the same training sets) and is all or
+        nothing: an id without a label raises DataError and changes nothing. Returns (old, new) pairs.
+        """
+        now, pairs = time.time(), []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for example_id, answer in items:
+                old = self.get(example_id)
+                if old is None:
+                    raise DataError(f"{self.path}: {example_id!r} has no label to correct",
+                                    hint="label it first (star label / star annotate)")
+                self._db.execute("INSERT INTO label_history(example_id, answer, annotator, round, created, replaced) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)",
+                                 (old.example_id, old.answer, old.annotator, old.round, old.created, now))
+                self._db.execute("UPDATE labels SET answer = ?, annotator = ?, created = ? WHERE example_id = ?",
+                                 (answer, annotator, now, example_id))
+                pairs.append((old, Label(example_id, answer, annotator, old.round, now)))
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return pairs
+
+    def history(self, example_id: str | None = None) -> list[tuple[Label, float]]:
+        """Replaced labels (oldest first) with the time each was replaced: nothing given is ever lost."""
+        where, args = ("WHERE example_id = ?", (example_id,)) if example_id is not None else ("", ())
+        sql = ("SELECT example_id, answer, annotator, round, created, replaced FROM label_history "
+               + where + " ORDER BY replaced, rowid")
+        return [(Label(*row[:5]), row[5]) for row in self._db.execute(sql, args)]
 
     def _rows(self, where: str = "", args: tuple = ()) -> list[Label]:
         sql = "SELECT example_id, answer, annotator, round, created FROM labels " + where + " ORDER BY round, rowid"

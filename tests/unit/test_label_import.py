@@ -317,3 +317,52 @@ def test_csv_cells_that_look_like_formulas_are_quoted():
     assert _spreadsheet_safe("@SUM(A1)") == "'@SUM(A1)"
     assert _spreadsheet_safe("-cmd|' /C calc'!A0") == "'-cmd|' /C calc'!A0"
     assert _spreadsheet_safe("-3") == "-3" and _spreadsheet_safe("Ava has 3") == "Ava has 3"
+
+
+# --- corrections -------------------------------------------------------------------------------
+
+def test_correction_replaces_answers_keeps_the_round_and_the_old_answer(run: tuple[Path, list[str]], tmp_path: Path) -> None:
+    from star.human import correct_labels
+
+    run_dir, ids = run
+    import_labels(run_dir, write(tmp_path / "a.jsonl", [{"id": i, "answer": "5"} for i in ids[:3]]))
+    pairs = correct_labels(run_dir, write(tmp_path / "fix.csv", ["id,answer", f"{ids[1]},7"]), annotator="reviewer")
+    assert [(old.answer, new.answer, new.round, new.annotator) for old, new in pairs] == [("5", "7", 0, "reviewer")]
+    assert snapshot(run_dir) == [(ids[0], "5", "human", 0), (ids[1], "7", "reviewer", 0), (ids[2], "5", "human", 0)]
+    store = LabelStore(run_dir / "labels.sqlite")
+    try:
+        (old, replaced), = store.history(ids[1])
+        assert (old.answer, old.annotator, old.round) == ("5", "human", 0) and replaced >= old.created
+    finally:
+        store.close()
+
+
+def test_correction_is_all_or_nothing_and_names_every_bad_line(run: tuple[Path, list[str]], tmp_path: Path) -> None:
+    from star.human import correct_labels
+
+    run_dir, ids = run
+    import_labels(run_dir, write(tmp_path / "a.jsonl", [{"id": ids[0], "answer": "5"}, {"id": ids[1], "answer": "6"}]))
+    before = snapshot(run_dir)
+    bad = write(tmp_path / "fix.jsonl", [{"id": ids[0], "answer": "9"},   # fine on its own
+                                         {"id": ids[2], "answer": "1"},   # never labelled
+                                         {"id": ids[0], "answer": "8"},   # given twice
+                                         {"id": ids[1], "answer": "six"},  # not a number
+                                         {"id": ids[1], "answer": "6"}])  # (duplicate of line 4)
+    with pytest.raises(DataError) as e:
+        correct_labels(run_dir, bad)
+    msg = e.value.message
+    assert "fix.jsonl:2:" in msg and "no committed label" in msg
+    assert "fix.jsonl:3:" in msg and "appears again" in msg
+    assert "fix.jsonl:4:" in msg and "fix.jsonl:1:" not in msg and "nothing was imported" in msg
+    assert snapshot(run_dir) == before
+    with pytest.raises(DataError, match="already has the answer"):
+        correct_labels(run_dir, write(tmp_path / "same.jsonl", [{"id": ids[0], "answer": "5"}]))
+
+
+def test_cli_correct_on_a_labelled_run(run: tuple[Path, list[str]], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    run_dir, ids = run
+    import_labels(run_dir, write(tmp_path / "a.jsonl", [{"id": ids[0], "answer": "5"}]))
+    assert main(["label", str(run_dir), str(write(tmp_path / "fix.jsonl", [{"id": ids[0], "answer": "4"}])), "--correct"]) == 0
+    assert "corrected 1 label(s)" in capsys.readouterr().out and snapshot(run_dir)[0][1] == "4"
+    assert main(["label", str(run_dir), str(write(tmp_path / "f2.jsonl", [{"id": ids[3], "answer": "4"}])), "--correct"]) == 2
+    assert "no committed label to correct" in capsys.readouterr().err

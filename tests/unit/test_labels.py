@@ -178,3 +178,10 @@ def test_oracle_peek_counts_separately_and_writes_nothing(store: LabelStore) -> 
     assert len(store) == 0
     oracle.annotate(["e5"], store, 0)
     assert oracle.reads == 1 and oracle.peeks == 3
+
+
+def test_correct_many_of_an_unlabelled_id_changes_nothing(store: LabelStore) -> None:
+    store.add_many([("a", "1"), ("b", "2")], "oracle", 0)
+    with pytest.raises(DataError, match="no label to correct"):
+        store.correct_many([("a", "9"), ("zz", "3")], "human")
+    assert snapshot(store) == [("a", "1", "oracle", 0), ("b", "2", "oracle", 0)] and store.history() == []
