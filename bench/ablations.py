@@ -23,7 +23,7 @@ from star.forward import response_loss, sequence_scores, token_stats
 from star.generation import generate
 from star.modeling import adapter_disabled, mc_dropout, reset_adapter
 from star.scoring import score_pairs
-from star.precision import autocast_dtype
+from star.precision import autocast_dtype, autocast_to
 from star.training import linear_schedule, make_optimizer, train_adapter
 
 try:  # row-seeded LoRA dropout (each example's mask from its own seed), when this star has it
@@ -234,7 +234,7 @@ def train_variant(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
             padded, real = padded + batch.input_ids.numel(), real + int(batch.attention_mask.sum())
             batch = batch.to(device)
             with _seeded(lambda idx=idx, e=epoch: [row_seed(seed, i, e) for i in idx], batch):
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                with autocast_to(amp, device):
                     loss = _hf_loss(model, batch) if v.hf_loss else response_loss(model, batch)
                 loss.backward()
             optimizer.step()

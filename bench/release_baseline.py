@@ -26,6 +26,7 @@ from torch import nn
 
 from star.config import TrainConfig
 from star.modeling import mc_dropout
+from star.precision import autocast_to
 from star.training import linear_schedule, make_optimizer
 
 RELEASE_MAX_LEN = 384  # 128 prompt + 256 answer tokens
@@ -99,7 +100,7 @@ def train_padded(model: nn.Module, prompts: Sequence[list[int]], responses: Sequ
         for start in range(0, len(order), config.batch_size):
             idx = order[start : start + config.batch_size]
             ids, mask, labels = pad_fixed([prompts[i] for i in idx], [responses[i] for i in idx], pad_id, length)
-            with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            with autocast_to(autocast, device):
                 loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
             loss.backward()
             optimizer.step()

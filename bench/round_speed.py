@@ -34,7 +34,7 @@ from star.scoring import score_pairs
 from star.strategies import ScoreInputs, get_strategy
 from star.tasks import build_task
 from star.tasks.base import Example, Task
-from star.precision import autocast_dtype
+from star.precision import autocast_dtype, autocast_to
 from star.training import train_adapter
 
 TOLERANCE = 1e-4  # |ours - baseline| <= TOLERANCE * max(1, |baseline|), per example, PE and ME
@@ -177,11 +177,11 @@ def phase_score(b: Bench) -> tuple[dict, tuple[np.ndarray, np.ndarray], tuple[np
     base_amp = ours_amp if base_setting == "same" else autocast_dtype(base_setting, b.device)
 
     def baseline() -> tuple[np.ndarray, np.ndarray]:
-        with _autocast(b.device, base_amp):
+        with autocast_to(base_amp, b.device):
             return release.score_pool(b.model, s.prompts, s.responses, passes=k, mc=k > 1, seed=seed)
 
     def ours_scoring():  # noqa: ANN202
-        with _autocast(b.device, ours_amp):
+        with autocast_to(ours_amp, b.device):
             return score_pairs(b.model, s.prompts, s.responses, b.pad_id, b.al.batch_size, passes=k, mc=k > 1,
                                seed=seed, show_progress=False)
 
@@ -193,10 +193,6 @@ def phase_score(b: Bench) -> tuple[dict, tuple[np.ndarray, np.ndarray], tuple[np
     row = {"baseline": base, "ours": ours, "useful_flops": useful, "tokens": k * sum(s.lengths), "passes": k,
            "ceiling_dtype": "bfloat16" if ours_amp is not None else None, "fp32": ours_amp is None and base_amp is None}
     return row, base_scores, (u.pe, u.me)
-
-
-def _autocast(device: torch.device, amp: torch.dtype | None):  # noqa: ANN202
-    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
 
 
 def phase_eval(b: Bench) -> dict:

@@ -35,9 +35,13 @@ def response_logits(model: nn.Module, batch: PairBatch) -> torch.Tensor:
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
         return logits[batch.predict_mask]
     decoder, head = parts
+    return head(_response_hidden(decoder, batch))  # (M, V)
+
+
+def _response_hidden(decoder: nn.Module, batch: PairBatch) -> torch.Tensor:
+    """Final hidden states (M, H) at the M positions that predict response tokens."""
     hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state  # (B, T, H)
-    selected = hidden[batch.predict_mask]  # (M, H)
-    return head(selected)  # (M, V)
+    return hidden[batch.predict_mask]  # (M, H)
 
 
 def _chunk_stats(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,9 +81,7 @@ def response_stats(model: nn.Module, batch: PairBatch) -> tuple[torch.Tensor, to
     if parts is None:
         return token_stats(response_logits(model, batch), batch.targets)
     decoder, head = parts
-    hidden = decoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state  # (B, T, H)
-    selected = hidden[batch.predict_mask]  # (M, H)
-    del hidden
+    selected = _response_hidden(decoder, batch)  # (M, H)
     stats = [token_stats(head(selected[s : s + LM_HEAD_CHUNK]), batch.targets[s : s + LM_HEAD_CHUNK])
              for s in range(0, selected.shape[0], LM_HEAD_CHUNK)]
     return torch.cat([p[0] for p in stats]), torch.cat([p[1] for p in stats])

@@ -27,7 +27,11 @@ def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def autocast_to(amp: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """An autocast context to `amp` (a disabled one for None: plain fp32)."""
+    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+
+
 def autocast(setting: str, device: torch.device) -> contextlib.AbstractContextManager:
     """An autocast context for the setting (a disabled one for fp32)."""
-    amp = autocast_dtype(setting, device)
-    return torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+    return autocast_to(autocast_dtype(setting, device), device)

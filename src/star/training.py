@@ -21,7 +21,7 @@ from .batching import PairBatch, collate_pairs, length_batches
 from .config import TrainConfig
 from .forward import response_logits
 from .modeling import lora_parameters
-from .precision import autocast_dtype
+from .precision import autocast_dtype, autocast_to
 from .scoring import row_seed
 from .seeded_dropout import row_seeds
 
@@ -127,7 +127,7 @@ def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
             mine, seeds, total = _step_rows(idx, responses, epoch, seed, dist)
             batch = collate_pairs([prompts[i] for i in mine], [responses[i] for i in mine], pad_id).to(device)
             with row_seeds(seeds, batch.attention_mask.sum(1).tolist()):  # also around backward: checkpointing recomputes
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                with autocast_to(amp, device):
                     loss = step_module(batch, total, dist.world)  # the forward only: backward follows autocast's dtypes
                 loss.backward()
             optimizer.step()
