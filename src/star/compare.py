@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .config import RunConfig, build_config, load_config, parse_override
+from .config import RunConfig, build_config, load_stored_config, parse_override, with_stored_defaults
 from .errors import ConfigError, RunStateError
 from .report import GRID_FILE, write_report
 from .runs import RunDir
@@ -143,7 +143,7 @@ def _existing_mismatch(cell: Cell) -> str | None:
     if not run.config_path.is_file():
         return None
     try:
-        have = load_config(run.config_path).model_dump(mode="json")
+        have = load_stored_config(run.config_path).model_dump(mode="json")
     except ConfigError as e:
         return f"its config.yaml is invalid:\n{_indent(e.message)}"
     want = cell.config.model_dump(mode="json")
@@ -208,7 +208,11 @@ def _check_grid(out_dir: Path, grid: dict[str, Any]) -> bool:
         return False
     old = read_grid(out_dir)
     diff = [k for k in ("arms", "seeds") if old.get(k) != grid[k]]
-    base_old, base_new = _flat(old.get("base_config") or {}), _flat(grid["base_config"])
+    try:  # the recorded base as this version reads it: fields added since take their old behaviour
+        base_old = _flat(_base_dict(with_stored_defaults(old["base_config"])))
+    except ConfigError:
+        base_old = _flat(old["base_config"])
+    base_new = _flat(grid["base_config"])
     diff += sorted(f"base_config.{k}" for k in base_old.keys() | base_new.keys() if base_old.get(k) != base_new.get(k))
     if diff:
         raise ConfigError(f"{path} records a different grid (differs in {', '.join(diff)})",
@@ -286,4 +290,4 @@ def resume_compare(out_dir: str | os.PathLike[str], show_progress: bool = True) 
     """Continue the grid recorded in OUT/grid.yaml."""
     grid = read_grid(out_dir)
     arms = [Arm(str(a["name"]), tuple(a.get("overrides") or ())) for a in grid["arms"]]
-    return compare(grid["base_config"], arms, list(grid["seeds"]), out_dir, show_progress)
+    return compare(with_stored_defaults(grid["base_config"]), arms, list(grid["seeds"]), out_dir, show_progress)

@@ -226,6 +226,29 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     return build_config(data, overrides, source)
 
 
+# Fields added after runs were first written whose default changed what a run does, with the
+# behaviour before them. A stored config (a run's config.yaml, a grid's base_config) that lacks
+# one was run that way, so resuming or re-checking it must not switch to the new default.
+STORED_LEGACY: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("al", "precision"): "fp32"}
+
+
+def with_stored_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of stored config data with `STORED_LEGACY` filled in where a field is missing."""
+    out = copy.deepcopy(data)
+    if not isinstance(out, dict):
+        return out
+    for (section, key), value in STORED_LEGACY.items():
+        node = out.get(section)
+        if isinstance(node, dict) and key not in node:
+            node[key] = value
+    return out
+
+
+def load_stored_config(path: str | os.PathLike[str]) -> RunConfig:
+    """The config a run directory recorded, read as it was run (see `STORED_LEGACY`)."""
+    return build_config(with_stored_defaults(read_yaml(path)), source=str(path))
+
+
 def dump_config(config: RunConfig) -> str:
     """The resolved config as YAML, loadable by `load_config`."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import RunConfig, load_config
+from .config import RunConfig, load_stored_config
 from .errors import DataError, RunStateError
 from .labels import Label, LabelStore
 from .runs import RunDir, atomic_write, read_jsonl, write_jsonl
@@ -199,7 +199,7 @@ def open_round(run_dir: str | Path) -> OpenRound:
         run = RunDir.open(run_dir)
     except ValueError:
         raise RunStateError(f"{run_dir!r} is not a valid path", hint="pass the run's output_dir") from None
-    config = load_config(run.config_path)
+    config = load_stored_config(run.config_path)
     task = build_task(config.task)
     t = len(run.finished_rounds())
     if t >= config.al.rounds:
@@ -502,7 +502,7 @@ def correct_labels(run_dir: str | Path, file: str | Path, annotator: str = DEFAU
         run = RunDir.open(run_dir)
     except ValueError:
         raise RunStateError(f"{run_dir!r} is not a valid path", hint="pass the run's output_dir") from None
-    task = build_task(load_config(run.config_path).task)
+    task = build_task(load_stored_config(run.config_path).task)
     if (problem := annotator_problem(annotator)) is not None:
         raise DataError(problem, hint="pass --annotator NAME")
     rows, problems = read_answers(file)

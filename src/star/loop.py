@@ -22,7 +22,7 @@ import numpy as np
 from . import distributed
 from .annotators import ANNOTATORS, Oracle
 from .batching import encode_prompts, encode_responses
-from .config import RunConfig, build_config, dump_config, load_config
+from .config import RunConfig, build_config, dump_config, load_stored_config
 from .console import print_rounds
 from .errors import ConfigError, PoolExhaustedError
 from .evaluation import evaluate
@@ -86,7 +86,7 @@ def _resolve(config: RunConfig | dict[str, Any] | None, resume: str | Path | Non
     """The validated config and its run directory (not created yet for a new run)."""
     if resume is not None:
         run = RunDir.open(resume)
-        return load_config(run.config_path), run, True
+        return load_stored_config(run.config_path), run, True
     if config is None:
         config = build_config()
     elif isinstance(config, dict):

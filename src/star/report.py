@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .config import RunConfig, load_config
+from .config import RunConfig, load_stored_config
 from .errors import ConfigError, RunStateError
 from .runs import RunDir, write_json
 
@@ -81,7 +81,7 @@ class RunRecord:
 def load_record(path: str | os.PathLike[str], arm: str | None = None) -> RunRecord:
     """A run directory's config and finished metrics; arm defaults to its al.strategy."""
     run = RunDir.open(path)
-    config = load_config(run.config_path)
+    config = load_stored_config(run.config_path)
     try:
         metrics = run.metrics()
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,37 @@ def test_cells_run_seed_major_so_a_stopped_grid_compares_arms_on_the_same_seeds(
     assert [(c.arm, c.seed) for c in cells] == [("random", 0), ("pe", 0), ("no-decay", 0),
                                                  ("random", 1), ("pe", 1), ("no-decay", 1)]
     assert cells[2].config.train.weight_decay_b == 0 and cells[4].path == tmp_path / "grid" / "pe" / "seed-1"
+
+
+def _strip_precision(path: Path, *sections: str) -> None:
+    """Remove the precision fields from a stored YAML, as a version before them wrote it."""
+    data = yaml.safe_load(path.read_text())
+    for section in sections:
+        node = data
+        for key in section.split("."):
+            node = node[key]
+        node.pop("precision")
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_a_grid_written_before_the_precision_fields_resumes_with_its_old_behaviour(tiny_run_config, tmp_path):
+    """Fields added later with a behaviour-changing default (train.precision) take the old value."""
+    from star.compare import resume_compare
+
+    base = copy.deepcopy(tiny_run_config)
+    base["al"]["rounds"] = 1
+    base["train"]["precision"] = "fp32"
+    out = tmp_path / "grid"
+    compare(base, [Arm.strategy("random")], [0, 1], out, show_progress=False)
+    _strip_precision(out / "grid.yaml", "base_config.train", "base_config.al")
+    _strip_precision(out / "random" / "seed-0" / "config.yaml", "train", "al")
+    shutil.rmtree(out / "random" / "seed-1")  # interrupted before this cell started
+
+    resume_compare(out, show_progress=False)  # before the fix: "records a different grid"
+    redone = yaml.safe_load((out / "random" / "seed-1" / "config.yaml").read_text())
+    assert redone["train"]["precision"] == "fp32" and redone["al"]["precision"] == "fp32"
+    # Starting the same grid with today's defaults is a different grid (bf16-capable training).
+    today = copy.deepcopy(base)
+    today["train"].pop("precision")
+    with pytest.raises(ConfigError, match=r"records a different grid \(differs in base_config.train.precision\)"):
+        compare(today, [Arm.strategy("random")], [0, 1], out, show_progress=False)

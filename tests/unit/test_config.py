@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from star.cli import main, overrides_from_args
 from star.config import RunConfig, build_config, dump_config, load_config
@@ -250,3 +251,18 @@ def test_cli_run_does_not_leak_a_log_handler(capsys: pytest.CaptureFixture[str],
     capsys.readouterr()
     leaked = [h for h in star_log_handlers.handlers if h not in before and isinstance(h, logging.FileHandler)]
     assert leaked == []
+
+
+def test_a_stored_config_missing_a_later_field_keeps_its_old_behaviour(tmp_path):
+    """A run's config.yaml written before train.precision existed was trained in fp32."""
+    from star.config import dump_config, load_stored_config
+
+    stored = yaml.safe_load(dump_config(build_config()))
+    del stored["train"]["precision"], stored["al"]["precision"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(stored))
+    assert load_stored_config(path).train.precision == "fp32"
+    assert load_config(path).train.precision == "auto"  # a user's config gets today's default
+    stored["train"]["precision"] = "bf16"
+    path.write_text(yaml.safe_dump(stored))
+    assert load_stored_config(path).train.precision == "bf16"  # a recorded value always wins
