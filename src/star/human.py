@@ -18,7 +18,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -405,30 +405,56 @@ def read_answers(path: str | Path) -> tuple[list[AnswerRow], _Problems]:
 
 # --- importing ---------------------------------------------------------------------------------
 
-def _check_row(open_: OpenRound, row: AnswerRow, seen: dict[str, int], labelled: dict[str, Label],
-               problems: _Problems) -> None:
-    """Add the first problem of one row (id, duplicate, committed label, answer, annotator), if any."""
-    line, query = row.line, open_.query_path
+_Problem = tuple[str, str]  # (what is wrong, how to fix it)
+
+
+def _row_problem(task: Task, row: AnswerRow, seen: dict[str, int], id_fix: str,
+                 id_problem: Callable[[str], _Problem | None],
+                 answer_problem_more: Callable[[AnswerRow], _Problem | None] = lambda row: None,
+                 answer_suffix: str = "") -> _Problem | None:
+    """The first problem of one answers row: id, duplicate, `id_problem` (may this id be given
+    here?), answer, `answer_problem_more`, annotator; None when the row is good."""
     if not isinstance(row.id, str) or not row.id.strip():
         what = "missing field 'id'" if row.id is None else f"field 'id' must be non-empty text, got {row.id!r:.40}"
-        problems.add(line, what, f"give the id of an item in {query}")
-    elif row.id in seen:
-        problems.add(line, f"id {row.id!r} appears again (first on line {seen[row.id]})", "keep one answer per id")
-    elif row.id not in open_.item_ids():
-        problems.add(line, f"unknown id {row.id!r:.80}: not in round {open_.index}'s query",
-                     f"use an id from {query}")
-    elif row.id in labelled:
-        lab = labelled[row.id]
-        problems.add(line, f"id {row.id!r} already has a committed label ({lab.answer!r:.40} by {lab.annotator})",
-                     "remove the line: a committed label is never overwritten")
-    elif row.answer is None:
-        problems.add(line, "missing field 'answer'", answer_fix(open_.task))
-    elif (problem := answer_problem(open_.task, row.answer)) is not None:
-        problems.add(line, problem, answer_fix(open_.task) + ", or remove the line to answer it later")
-    elif row.annotator is not None and (problem := annotator_problem(row.annotator)) is not None:
-        problems.add(line, problem, "fix the annotator name or drop the field")
-    if isinstance(row.id, str):
-        seen.setdefault(row.id, line)
+        return what, id_fix
+    if row.id in seen:
+        return f"id {row.id!r} appears again (first on line {seen[row.id]})", "keep one answer per id"
+    if (problem := id_problem(row.id)) is not None:
+        return problem
+    if row.answer is None:
+        return "missing field 'answer'", answer_fix(task)
+    if (what := answer_problem(task, row.answer)) is not None:
+        return what, answer_fix(task) + answer_suffix
+    if (problem := answer_problem_more(row)) is not None:
+        return problem
+    if row.annotator is not None and (what := annotator_problem(row.annotator)) is not None:
+        return what, "fix the annotator name or drop the field"
+    return None
+
+
+def _check_rows(task: Task, rows: Sequence[AnswerRow], problems: _Problems, id_fix: str,
+                id_problem: Callable[[str], _Problem | None], **more: Any) -> None:
+    """Add the first problem of every row (see `_row_problem`) to `problems`."""
+    seen: dict[str, int] = {}
+    for row in rows:
+        if (problem := _row_problem(task, row, seen, id_fix, id_problem, **more)) is not None:
+            problems.add(row.line, *problem)
+        if isinstance(row.id, str):
+            seen.setdefault(row.id, row.line)
+
+
+def _queried_unlabelled(open_: OpenRound, labelled: dict[str, Label]) -> Callable[[str], _Problem | None]:
+    """An id check for importing: the id must be in the open round's query and have no label yet."""
+    def problem(example_id: str) -> _Problem | None:
+        if example_id not in open_.item_ids():
+            return (f"unknown id {example_id!r:.80}: not in round {open_.index}'s query",
+                    f"use an id from {open_.query_path}")
+        if example_id in labelled:
+            lab = labelled[example_id]
+            return (f"id {example_id!r} already has a committed label ({lab.answer!r:.40} by {lab.annotator})",
+                    "remove the line: a committed label is never overwritten")
+        return None
+    return problem
 
 
 def _one_annotator(rows: Sequence[AnswerRow], default: str, problems: _Problems) -> str:
@@ -454,10 +480,8 @@ def import_labels(run_dir: str | Path, file: str | Path, annotator: str = DEFAUL
     if (problem := annotator_problem(annotator)) is not None:
         raise DataError(problem, hint="pass --annotator NAME")
     rows, problems = read_answers(file)
-    seen: dict[str, int] = {}
-    labelled = open_.labels()
-    for row in rows:
-        _check_row(open_, row, seen, labelled, problems)
+    _check_rows(open_.task, rows, problems, f"give the id of an item in {open_.query_path}",
+                _queried_unlabelled(open_, open_.labels()), answer_suffix=", or remove the line to answer it later")
     who = _one_annotator(rows, annotator, problems)
     problems.raise_if_any()
     store = LabelStore(open_.run.labels_path)
@@ -468,28 +492,20 @@ def import_labels(run_dir: str | Path, file: str | Path, annotator: str = DEFAUL
     return len(rows)
 
 
-def _check_correction(task: Task, row: AnswerRow, seen: dict[str, int], labelled: dict[str, Label],
-                      problems: _Problems) -> None:
-    """Add the first problem of one correction row (id, duplicate, no label yet, same answer, answer), if any."""
-    line = row.line
-    if not isinstance(row.id, str) or not row.id.strip():
-        what = "missing field 'id'" if row.id is None else f"field 'id' must be non-empty text, got {row.id!r:.40}"
-        problems.add(line, what, "give the id of a labelled example")
-    elif row.id in seen:
-        problems.add(line, f"id {row.id!r} appears again (first on line {seen[row.id]})", "keep one answer per id")
-    elif row.id not in labelled:
-        problems.add(line, f"id {row.id!r:.80} has no committed label to correct",
-                     "label it with `star label` (without --correct) once it is queried")
-    elif row.answer is None:
-        problems.add(line, "missing field 'answer'", answer_fix(task))
-    elif (problem := answer_problem(task, row.answer)) is not None:
-        problems.add(line, problem, answer_fix(task))
-    elif row.answer == labelled[row.id].answer:
-        problems.add(line, f"id {row.id!r} already has the answer {row.answer!r:.40}", "remove the line")
-    elif row.annotator is not None and (problem := annotator_problem(row.annotator)) is not None:
-        problems.add(line, problem, "fix the annotator name or drop the field")
-    if isinstance(row.id, str):
-        seen.setdefault(row.id, line)
+def _check_corrections(task: Task, rows: Sequence[AnswerRow], labelled: dict[str, Label], problems: _Problems) -> None:
+    """Add every correction row's first problem: its id must have a label, and the answer must change."""
+    def unlabelled(example_id: str) -> _Problem | None:
+        if example_id in labelled:
+            return None
+        return (f"id {example_id!r:.80} has no committed label to correct",
+                "label it with `star label` (without --correct) once it is queried")
+
+    def unchanged(row: AnswerRow) -> _Problem | None:
+        if row.answer != labelled[row.id].answer:
+            return None
+        return f"id {row.id!r} already has the answer {row.answer!r:.40}", "remove the line"
+
+    _check_rows(task, rows, problems, "give the id of a labelled example", unlabelled, answer_problem_more=unchanged)
 
 
 def correct_labels(run_dir: str | Path, file: str | Path, annotator: str = DEFAULT_ANNOTATOR) -> list[tuple[Label, Label]]:
@@ -508,10 +524,7 @@ def correct_labels(run_dir: str | Path, file: str | Path, annotator: str = DEFAU
     rows, problems = read_answers(file)
     store = LabelStore(run.labels_path)
     try:
-        labelled = {lab.example_id: lab for lab in store.all()}
-        seen: dict[str, int] = {}
-        for row in rows:
-            _check_correction(task, row, seen, labelled, problems)
+        _check_corrections(task, rows, {lab.example_id: lab for lab in store.all()}, problems)
         who = _one_annotator(rows, annotator, problems)
         problems.raise_if_any()
         return store.correct_many([(r.id, r.answer) for r in rows], who)
