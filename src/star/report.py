@@ -48,6 +48,9 @@ FORMULAS = {
                               " final mean accuracy",
     "reliability": "final round of every finished run, pooled: counts summed, confidence and accuracy"
                    " count-weighted; pooled ECE = sum_b n_b / N |acc_b - conf_b|",
+    "vs_random": "paired by seed: per seed that the arm and the random arm both finished (same initial labels,"
+                 " same test set), the arm's final accuracy (or AULC) minus random's; mean and std of those"
+                 " differences, and the seeds where the arm's final accuracy is higher / equal / lower",
     "seconds": "mean over all (run, round) pairs of metrics.json seconds",
     "unfinished": "runs with fewer finished rounds than al.rounds are listed and excluded from every number",
 }
@@ -226,6 +229,11 @@ def _round_stats(done: Sequence[RunRecord], n: int) -> list[dict[str, Any]]:
              "ece": mean_std([r.metrics[t]["ece"] for r in done])} for t in range(n)]
 
 
+def _run_aulc(rec: RunRecord, n: int) -> float:
+    """Normalised AULC of one run's first n rounds."""
+    return normalised_aulc([m["labels"] for m in rec.metrics[:n]], [m["accuracy"] for m in rec.metrics[:n]])
+
+
 def _arm_summary(name: str, recs: Sequence[RunRecord]) -> dict[str, Any]:
     """Every number of one arm, over its finished runs."""
     done = [r for r in recs if r.finished]
@@ -240,8 +248,7 @@ def _arm_summary(name: str, recs: Sequence[RunRecord]) -> dict[str, Any]:
     n = min(len(r.metrics) for r in done)
     out["rounds"] = _round_stats(done, n)
     out["final_accuracy"], out["final_ece"] = out["rounds"][-1]["accuracy"], out["rounds"][-1]["ece"]
-    out["aulc"] = mean_std([normalised_aulc([m["labels"] for m in r.metrics[:n]], [m["accuracy"] for m in r.metrics[:n]])
-                            for r in done])
+    out["aulc"] = mean_std([_run_aulc(r, n) for r in done])
     out["seconds"] = _mean_seconds(done)
     out["reliability"] = pool_reliability([r.metrics[n - 1].get("reliability") or [] for r in done])
     return out
@@ -265,6 +272,30 @@ def _add_labels_to_reach(arms: Sequence[dict[str, Any]], reference: dict[str, An
         hit = next((r for r in arm["rounds"] if r["accuracy"]["mean"] >= target - _EPS), None)
         arm["reached_random"] = hit is not None
         arm["labels_to_reach_random"] = None if hit is None else hit["labels"]
+
+
+def _paired(runs: Sequence[RunRecord], reference: Sequence[RunRecord]) -> dict[str, Any] | None:
+    """Final accuracy and AULC minus the reference's, per seed both finished with the same labels per round."""
+    ref = {r.seed: r for r in reference if r.finished}
+    pairs = [(r, ref[r.seed]) for r in runs if r.finished and r.seed in ref]
+    n = min((len(r.metrics) for pair in pairs for r in pair), default=0)
+    pairs = [(a, b) for a, b in pairs if [m["labels"] for m in a.metrics[:n]] == [m["labels"] for m in b.metrics[:n]]]
+    if not pairs:
+        return None
+    d_acc = [a.metrics[n - 1]["accuracy"] - b.metrics[n - 1]["accuracy"] for a, b in pairs]
+    return {"seeds": [a.seed for a, _ in pairs], "final_accuracy": mean_std(d_acc),
+            "aulc": mean_std([_run_aulc(a, n) - _run_aulc(b, n) for a, b in pairs]),
+            "better": sum(d > _EPS for d in d_acc), "equal": sum(abs(d) <= _EPS for d in d_acc),
+            "worse": sum(d < -_EPS for d in d_acc)}
+
+
+def _add_paired(arms: Sequence[dict[str, Any]], groups: dict[str, list[RunRecord]],
+                reference: dict[str, Any] | None) -> None:
+    """Set each other arm's vs_random (None where no seed is shared with the random arm)."""
+    for arm in arms:
+        arm["vs_random"] = None
+        if reference is not None and arm is not reference and arm["rounds"]:
+            arm["vs_random"] = _paired(groups[arm["name"]], groups[reference["name"]])
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -308,6 +339,7 @@ def summarise(records: Sequence[RunRecord]) -> dict[str, Any]:
     arms = [_arm_summary(name, recs) for name, recs in groups.items()]
     reference = _random_arm(arms)
     _add_labels_to_reach(arms, reference)
+    _add_paired(arms, groups, reference)
     basis = [r for r in records if r.finished] or [r for r in records if r.config is not None]
     values, differ = _differences(basis)
     return {
@@ -330,9 +362,11 @@ def summarise(records: Sequence[RunRecord]) -> dict[str, Any]:
 Block = tuple[Any, ...]  # ("h1"|"h2"|"p", text) | ("list", items) | ("table", headers, rows) | ("img", file, alt)
 
 
-def _pm(stat: dict[str, float] | None, digits: int = 3) -> str:
-    """'mean ± std', or '-' when absent."""
-    return "-" if stat is None else f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+def _pm(stat: dict[str, float] | None, digits: int = 3, signed: bool = False) -> str:
+    """'mean ± std' ('+' shown on a positive mean when signed), or '-' when absent."""
+    if stat is None:
+        return "-"
+    return f"{stat['mean']:{'+' if signed else ''}.{digits}f} ± {stat['std']:.{digits}f}"
 
 
 def _value(values: list[Any]) -> str:
@@ -378,6 +412,21 @@ def _summary_blocks(s: dict[str, Any]) -> list[Block]:
                      _pm(a["final_accuracy"]), _pm(a["aulc"]), _pm(a["final_ece"]), _reach(a, s), *sec])
     return [("h2", "Summary"), ("p", "mean ± std over seeds; seconds are means per round (run s: per run)."),
             ("table", headers, rows)]
+
+
+def _paired_blocks(s: dict[str, Any]) -> list[Block]:
+    """Each arm against random on the same seeds: mean ± std of the per-seed differences."""
+    arms = [a for a in s["arms"] if a.get("vs_random")]
+    if not arms:
+        return []
+    rows = [[a["name"], ", ".join(str(x) for x in a["vs_random"]["seeds"]), _pm(a["vs_random"]["final_accuracy"], signed=True),
+             _pm(a["vs_random"]["aulc"], signed=True),
+             f"{a['vs_random']['better']} / {a['vs_random']['equal']} / {a['vs_random']['worse']}"] for a in arms]
+    return [("h2", f"Against {s['random_arm']}, paired by seed"),
+            ("p", "Per seed (same initial labels, same test set): the arm's number minus random's;"
+                  " mean ± std over the seeds both finished."),
+            ("table", ["arm", "seeds", "Δ final accuracy", "Δ AULC", "seeds with higher / equal / lower final accuracy"],
+             rows)]
 
 
 def _round_blocks(s: dict[str, Any], key: str, title: str) -> list[Block]:
@@ -429,7 +478,7 @@ def document(s: dict[str, Any]) -> list[Block]:
     finished = sum(r["status"] == "finished" for r in s["runs"])
     blocks: list[Block] = [("h1", "STAR comparison report"),
                            ("p", f"{len(s['arms'])} arm(s), {finished} finished run(s) of {len(s['runs'])}.")]
-    blocks += _setup_blocks(s) + _summary_blocks(s)
+    blocks += _setup_blocks(s) + _summary_blocks(s) + _paired_blocks(s)
     blocks += _round_blocks(s, "accuracy", "Accuracy per round") + _round_blocks(s, "ece", "ECE per round")
     blocks += _reliability_blocks(s) + _runs_blocks(s)
     blocks += [("h2", "Figures"), ("img", "learning_curve.png", "accuracy vs labels"),
