@@ -106,6 +106,8 @@ def compare_command(
 def report_command(
     dirs: list[str] = typer.Argument(..., help="Run directories and/or `star compare` folders (searched beneath)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Report folder (default: DIR/report for one DIR)."),
+    paired_with: Optional[str] = typer.Option(None, "--paired-with", metavar="ARM",
+                                              help="Arm the others are compared with seed by seed (default: random)."),
 ) -> None:
     """Rebuild a comparison report (Markdown, HTML, JSON, PNG figures) from finished runs."""
     from pathlib import Path
@@ -115,7 +117,7 @@ def report_command(
     if out is None and len(dirs) > 1:
         raise ConfigError("several DIRs need --out OUTDIR for the report",
                           hint="e.g. star report runs/a runs/b --out runs/report")
-    folder = write_report(dirs, out if out is not None else Path(dirs[0]) / "report")
+    folder = write_report(dirs, out if out is not None else Path(dirs[0]) / "report", paired_with)
     typer.echo(f"report written to {folder / 'report.md'} (also report.html, report.json and PNG figures)")
 
 

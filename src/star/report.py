@@ -48,9 +48,10 @@ FORMULAS = {
                               " final mean accuracy",
     "reliability": "final round of every finished run, pooled: counts summed, confidence and accuracy"
                    " count-weighted; pooled ECE = sum_b n_b / N |acc_b - conf_b|",
-    "vs_random": "paired by seed: per seed that the arm and the random arm both finished (same initial labels,"
-                 " same test set), the arm's final accuracy (or AULC) minus random's; mean and std of those"
-                 " differences, and the seeds where the arm's final accuracy is higher / equal / lower",
+    "paired": "paired by seed: per seed that the arm and the reference arm (random, or --paired-with) both"
+              " finished with the same labels per round (same initial labels, same test set), the arm's final"
+              " accuracy (or AULC) minus the reference's; mean and std of those differences, and the seeds"
+              " where the arm's final accuracy is higher / equal / lower",
     "seconds": "mean over all (run, round) pairs of metrics.json seconds",
     "unfinished": "runs with fewer finished rounds than al.rounds are listed and excluded from every number",
 }
@@ -291,11 +292,11 @@ def _paired(runs: Sequence[RunRecord], reference: Sequence[RunRecord]) -> dict[s
 
 def _add_paired(arms: Sequence[dict[str, Any]], groups: dict[str, list[RunRecord]],
                 reference: dict[str, Any] | None) -> None:
-    """Set each other arm's vs_random (None where no seed is shared with the random arm)."""
+    """Set each other arm's `paired` (None where it shares no finished seed with the reference arm)."""
     for arm in arms:
-        arm["vs_random"] = None
+        arm["paired"] = None
         if reference is not None and arm is not reference and arm["rounds"]:
-            arm["vs_random"] = _paired(groups[arm["name"]], groups[reference["name"]])
+            arm["paired"] = _paired(groups[arm["name"]], groups[reference["name"]])
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -331,15 +332,29 @@ def _differences(records: Sequence[RunRecord]) -> tuple[dict[str, list[Any]], di
     return values, {k: by_arm[k] for k, v in values.items() if len(v) > 1}
 
 
-def summarise(records: Sequence[RunRecord]) -> dict[str, Any]:
-    """The whole report as plain data (what report.json holds)."""
+def _paired_reference(arms: Sequence[dict[str, Any]], name: str | None,
+                      random_arm: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The arm others are paired with: `name`, else the random arm; a ConfigError for an unknown name."""
+    if name is None:
+        return random_arm
+    found = next((a for a in arms if a["name"] == name), None)
+    if found is None:
+        raise ConfigError(f"--paired-with {name!r} is not an arm of these runs",
+                          hint="choose one of " + ", ".join(a["name"] for a in arms))
+    return found
+
+
+def summarise(records: Sequence[RunRecord], paired_with: str | None = None) -> dict[str, Any]:
+    """The whole report as plain data (what report.json holds); `paired_with` names the arm of the
+    paired-by-seed table (default: the random arm)."""
     groups: dict[str, list[RunRecord]] = {}
     for rec in records:
         groups.setdefault(rec.arm, []).append(rec)
     arms = [_arm_summary(name, recs) for name, recs in groups.items()]
     reference = _random_arm(arms)
     _add_labels_to_reach(arms, reference)
-    _add_paired(arms, groups, reference)
+    paired_ref = _paired_reference(arms, paired_with, reference)
+    _add_paired(arms, groups, paired_ref)
     basis = [r for r in records if r.finished] or [r for r in records if r.config is not None]
     values, differ = _differences(basis)
     return {
@@ -349,6 +364,7 @@ def summarise(records: Sequence[RunRecord]) -> dict[str, Any]:
         "config_differences": {k: v for k, v in differ.items() if k not in (*KNOBS, EVALUATED)},
         "random_arm": None if reference is None else reference["name"],
         "random_final_accuracy": None if reference is None else reference["final_accuracy"]["mean"],
+        "paired_with": None if paired_ref is None else paired_ref["name"],
         "arms": arms,
         "runs": [{"path": str(r.path), "arm": r.arm, "seed": r.seed, "rounds_done": len(r.metrics),
                   "rounds_total": r.rounds_total,
@@ -415,15 +431,15 @@ def _summary_blocks(s: dict[str, Any]) -> list[Block]:
 
 
 def _paired_blocks(s: dict[str, Any]) -> list[Block]:
-    """Each arm against random on the same seeds: mean ± std of the per-seed differences."""
-    arms = [a for a in s["arms"] if a.get("vs_random")]
+    """Each arm against the reference arm on the same seeds: mean ± std of the per-seed differences."""
+    arms = [a for a in s["arms"] if a.get("paired")]
     if not arms:
         return []
-    rows = [[a["name"], ", ".join(str(x) for x in a["vs_random"]["seeds"]), _pm(a["vs_random"]["final_accuracy"], signed=True),
-             _pm(a["vs_random"]["aulc"], signed=True),
-             f"{a['vs_random']['better']} / {a['vs_random']['equal']} / {a['vs_random']['worse']}"] for a in arms]
-    return [("h2", f"Against {s['random_arm']}, paired by seed"),
-            ("p", "Per seed (same initial labels, same test set): the arm's number minus random's;"
+    rows = [[a["name"], ", ".join(str(x) for x in a["paired"]["seeds"]), _pm(a["paired"]["final_accuracy"], signed=True),
+             _pm(a["paired"]["aulc"], signed=True),
+             f"{a['paired']['better']} / {a['paired']['equal']} / {a['paired']['worse']}"] for a in arms]
+    return [("h2", f"Against {s['paired_with']}, paired by seed"),
+            ("p", f"Per seed (same initial labels, same test set): the arm's number minus {s['paired_with']}'s;"
                   " mean ± std over the seeds both finished."),
             ("table", ["arm", "seeds", "Δ final accuracy", "Δ AULC", "seeds with higher / equal / lower final accuracy"],
              rows)]
@@ -603,7 +619,8 @@ def plot_reliability(s: dict[str, Any], path: Path) -> None:
 
 # --- entry point -------------------------------------------------------------------------------
 
-def write_report(runs: Sequence[str | os.PathLike[str] | RunRecord], out_dir: str | os.PathLike[str]) -> Path:
+def write_report(runs: Sequence[str | os.PathLike[str] | RunRecord], out_dir: str | os.PathLike[str],
+                 paired_with: str | None = None) -> Path:
     """Write report.{md,html,json} and the PNG figures into `out_dir`; returns that folder."""
     paths = [r for r in runs if not isinstance(r, RunRecord)]
     records = [r for r in runs if isinstance(r, RunRecord)] + (find_runs(paths) if paths else [])
@@ -613,7 +630,7 @@ def write_report(runs: Sequence[str | os.PathLike[str] | RunRecord], out_dir: st
     if out.exists() and not out.is_dir():
         raise ConfigError(f"report folder {out} exists and is not a directory", hint="choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarise(records)
+    summary = summarise(records, paired_with)
     blocks = document(summary)
     write_json(out / "report.json", summary)
     (out / "report.md").write_text(render_markdown(blocks), encoding="utf-8")

@@ -172,18 +172,30 @@ def test_cli_report_rebuilds_and_errors_are_clear(runs: Path, tmp_path: Path, ca
 def test_arms_are_compared_with_random_paired_by_seed(runs: Path, tmp_path: Path) -> None:
     s = summarise(find_runs([runs]))
     # pe-dynamic - random, final: seed 0 0.8 - 0.5, seed 1 0.9 - 0.7; AULC: 0.55 - 0.375, 0.675 - 0.475
-    pe = _arm(s, "pe-dynamic")["vs_random"]
+    pe = _arm(s, "pe-dynamic")["paired"]
     assert pe["seeds"] == [0, 1] and (pe["better"], pe["equal"], pe["worse"]) == (2, 0, 0)
     assert pe["final_accuracy"] == pytest.approx({"mean": 0.25, "std": math.sqrt(2 * 0.05 ** 2)})
     assert pe["aulc"] == pytest.approx({"mean": 0.1875, "std": math.sqrt(2 * 0.0125 ** 2)})
-    ent = _arm(s, "entropy")["vs_random"]  # one shared seed: 0.3 - 0.5
+    ent = _arm(s, "entropy")["paired"]  # one shared seed: 0.3 - 0.5
     assert ent["seeds"] == [0] and ent["final_accuracy"] == pytest.approx({"mean": -0.2, "std": 0.0})
     assert (ent["better"], ent["equal"], ent["worse"]) == (0, 0, 1)
-    assert _arm(s, "random")["vs_random"] is None  # the reference itself; random-2 is unfinished, never paired
+    assert _arm(s, "random")["paired"] is None  # the reference itself; random-2 is unfinished, never paired
     make_run(tmp_path / "other" / "pe-5", "pe", 5, [0.1, 0.2, 0.3], [0.1, 0.1, 0.1])  # no seed shared with random
     s = summarise(find_runs([runs, tmp_path / "other"]))
-    assert _arm(s, "pe")["vs_random"] is None
+    assert _arm(s, "pe")["paired"] is None
     text = render_markdown(document(s))
     assert "## Against random, paired by seed" in text
     assert "| pe-dynamic | 0, 1 | +0.250 ± 0.071 | +0.188 ± 0.018 | 2 / 0 / 0 |" in text
     assert "| entropy | 0 | -0.200 ± 0.000 |" in text
+
+
+def test_paired_with_names_the_reference_arm(runs: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    s = summarise(find_runs([runs]), paired_with="pe-dynamic")
+    assert s["paired_with"] == "pe-dynamic" and _arm(s, "pe-dynamic")["paired"] is None
+    rnd = _arm(s, "random")["paired"]  # random - pe-dynamic: 0.5 - 0.8, 0.7 - 0.9
+    assert rnd["final_accuracy"] == pytest.approx({"mean": -0.25, "std": math.sqrt(2 * 0.05 ** 2)})
+    assert s["random_arm"] == "random" and _arm(s, "entropy")["labels_to_reach_random"] is None  # unchanged
+    assert "## Against pe-dynamic, paired by seed" in render_markdown(document(s))
+    assert main(["report", str(runs), "--out", str(tmp_path / "r"), "--paired-with", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--paired-with 'nope' is not an arm" in err and "choose one of entropy, pe-dynamic, random" in err
