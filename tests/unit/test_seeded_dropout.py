@@ -36,3 +36,56 @@ def test_eval_mode_and_p_zero_are_the_identity() -> None:
     assert torch.equal(RowSeededDropout(0.5, 0).eval()(x), x)
     with row_seeds([1, 2], [3, 3]):
         assert torch.equal(RowSeededDropout(0.0, 0).train()(x), x)
+
+
+# --- masks hashed on the device (accelerators) -----------------------------------------------------
+
+def _lowbias32(x: int) -> int:
+    """The hash written with Python's unbounded ints, wrapping explicitly."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_the_tensor_hash_is_exact_without_int64_overflow() -> None:
+    from star.seeded_dropout import _hash32
+
+    values = [0, 1, 2, 12345, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1] + torch.randint(0, 2**32, (200,),
+                                                                                     generator=torch.Generator().manual_seed(0)).tolist()
+    got = _hash32(torch.tensor(values, dtype=torch.long)).tolist()
+    assert got == [_lowbias32(v) for v in values]
+    assert _hash32(2**32 - 1) == _lowbias32(2**32 - 1)  # the same function on a Python int
+
+
+def test_hashed_masks_are_per_row_keep_padding_and_drop_at_rate_p() -> None:
+    from star.seeded_dropout import keep_hashed
+
+    p, shape = 0.25, torch.Size((4, 64, 256))
+    keep = keep_hashed(shape, [5, 6, 7, 8], [64, 64, 40, 1], layer_key=3, p=p, device="cpu")
+    assert keep.dtype == torch.uint8 and keep.shape == shape
+    assert abs(keep[:2].float().mean().item() - (1 - p)) < 0.01  # 32,768 draws: std of the rate ~0.0024
+    assert keep[2, 40:].all() and keep[3, 1:].all()  # positions past a row's length are kept
+    alone = keep_hashed(torch.Size((1, 64, 256)), [7], [40], layer_key=3, p=p, device="cpu")
+    assert torch.equal(alone[0], keep[2])  # the row's own mask, whatever else is in the batch
+    shorter = keep_hashed(torch.Size((1, 50, 256)), [7], [40], layer_key=3, p=p, device="cpu")
+    assert torch.equal(shorter[0, :40], keep[2, :40])  # and whatever the padded width
+    agree = (keep[0] == keep[1]).float().mean().item()  # independent rows agree at (1-p)^2 + p^2 = 0.625
+    assert abs(agree - 0.625) < 0.02
+    other_layer = keep_hashed(shape, [5, 6, 7, 8], [64, 64, 40, 1], layer_key=4, p=p, device="cpu")
+    assert abs((other_layer[0] == keep[0]).float().mean().item() - 0.625) < 0.02
+    assert keep_hashed(torch.Size((1, 64, 256)), [5], [64], layer_key=3, p=0.0, device="cpu").all()
+
+
+def test_an_accelerator_forward_uses_the_hashed_mask(monkeypatch) -> None:
+    import star.seeded_dropout as sd
+
+    assert not sd.masks_on_device(torch.device("cpu")) and sd.masks_on_device(torch.device("meta"))
+    monkeypatch.setattr(sd, "masks_on_device", lambda device: True)  # as on CUDA, but testable here
+    x = torch.randn(2, 5, 8)
+    drop = RowSeededDropout(0.5, layer_key=1).train()
+    with row_seeds([3, 4], [5, 2]):
+        y = drop(x)
+    keep = sd.keep_hashed(x.shape, [3, 4], [5, 2], 1, 0.5, "cpu")
+    torch.testing.assert_close(y, x * keep * 2.0, rtol=0, atol=0)
