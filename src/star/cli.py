@@ -82,6 +82,9 @@ def compare_command(
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Grid folder (cells, grid.yaml, report/)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue the grid in this folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1,
+                             help="Cells run at once, each in its own process: one GPU each where there are"
+                                  " GPUs, else cores / jobs threads each. Output: OUT/logs/."),
 ) -> None:
     """Run a grid of strategies (and --arm ablations) x seeds on one task, then write a report to
     OUT/report/. Re-running the same command, or --resume OUT, continues an interrupted grid."""
@@ -93,13 +96,13 @@ def compare_command(
         if config is not None or overrides or strategies or arm or out:
             raise ConfigError("--resume takes the grid recorded in OUT/grid.yaml",
                               hint="drop --config, --strategies, --arm, --out and overrides")
-        resume_compare(resume, show_progress=not quiet)
+        resume_compare(resume, show_progress=not quiet, jobs=jobs)
         return
     if out is None:
         raise ConfigError("star compare needs --out DIR",
                           hint="e.g. star compare --strategies random,pe-dynamic --seeds 0,1 --out runs/cmp")
     arms = (parse_strategies(strategies) if strategies else []) + [Arm.parse(a) for a in arm or []]
-    compare(load_config(config, overrides), arms, parse_seeds(seeds), out, show_progress=not quiet)
+    compare(load_config(config, overrides), arms, parse_seeds(seeds), out, show_progress=not quiet, jobs=jobs)
 
 
 @app.command("report")

@@ -26,7 +26,7 @@ from .report import GRID_FILE, write_report
 from .runs import RunDir
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_RESERVED = {"report"}
+_RESERVED = {"report", "logs"}  # OUT/report/ and OUT/logs/ (parallel cells' output)
 _GRID_SET = ("seed", "output_dir")
 GRID_VERSION = 1
 
@@ -268,9 +268,31 @@ def _say(show: bool, text: str) -> None:
         print(text, flush=True)
 
 
+def _run_parallel(cells: Sequence[Cell], jobs: int, out: Path, show_progress: bool) -> list[str]:
+    """Run the unfinished cells in `jobs` worker processes; return one line per failed cell."""
+    from .grid_jobs import run_cells
+
+    todo = []
+    for i, cell in enumerate(cells, 1):
+        done = len(RunDir(cell.path).finished_rounds()) if RunDir(cell.path).config_path.is_file() else 0
+        if done >= cell.config.al.rounds:
+            _say(show_progress, f"[{i}/{len(cells)}] {cell.label}: finished ({done}/{done} rounds), skipped")
+        else:
+            todo.append(cell)
+    failures = run_cells(todo, jobs, out / "logs", lambda text: _say(show_progress, text))
+    for cell in todo:
+        done = len(RunDir(cell.path).finished_rounds()) if RunDir(cell.path).config_path.is_file() else 0
+        if done < cell.config.al.rounds and cell.label not in {f.label for f in failures}:
+            _say(show_progress, f"{cell.label}: stopped at {done}/{cell.config.al.rounds} rounds; re-run to continue")
+    return [f"{f.label}: exit code {f.code}, see {f.log}" for f in failures]
+
+
 def compare(base_config: RunConfig | dict[str, Any] | None, arms: Sequence[Arm], seeds: Sequence[int],
-            out_dir: str | os.PathLike[str], show_progress: bool = True) -> Path:
-    """Run (or continue) every arm x seed cell under `out_dir`, then write OUT/report/; returns that folder."""
+            out_dir: str | os.PathLike[str], show_progress: bool = True, jobs: int = 1) -> Path:
+    """Run (or continue) every arm x seed cell under `out_dir`, then write OUT/report/; returns that folder.
+
+    jobs > 1 runs that many cells at once, each in its own process (`star.grid_jobs`).
+    """
     out = Path(out_dir)
     base = _base_dict(base_config)
     _check_shape(arms, seeds)
@@ -279,15 +301,23 @@ def compare(base_config: RunConfig | dict[str, Any] | None, arms: Sequence[Arm],
     cells = plan(base, arms, seeds, out)
     if not existing:
         _write_grid(out, grid)
-    for i, cell in enumerate(cells, 1):
-        _run_cell(cell, i, len(cells), show_progress)
+    failed: list[str] = []
+    if jobs > 1:
+        failed = _run_parallel(cells, jobs, out, show_progress)
+    else:
+        for i, cell in enumerate(cells, 1):
+            _run_cell(cell, i, len(cells), show_progress)
     report = write_report([out], out / "report")
     _say(show_progress, f"report: {report / 'report.md'}")
+    if failed:
+        raise RunStateError(f"{len(failed)} grid cell(s) failed (the report covers the others):\n"
+                            + "\n".join(f"  - {line}" for line in failed),
+                            hint="fix the cause shown in the log, then re-run the same command to continue")
     return report
 
 
-def resume_compare(out_dir: str | os.PathLike[str], show_progress: bool = True) -> Path:
+def resume_compare(out_dir: str | os.PathLike[str], show_progress: bool = True, jobs: int = 1) -> Path:
     """Continue the grid recorded in OUT/grid.yaml."""
     grid = read_grid(out_dir)
     arms = [Arm(str(a["name"]), tuple(a.get("overrides") or ())) for a in grid["arms"]]
-    return compare(with_stored_defaults(grid["base_config"]), arms, list(grid["seeds"]), out_dir, show_progress)
+    return compare(with_stored_defaults(grid["base_config"]), arms, list(grid["seeds"]), out_dir, show_progress, jobs)

@@ -175,3 +175,44 @@ def test_a_grid_written_before_the_precision_fields_resumes_with_its_old_behavio
     today["train"].pop("precision")
     with pytest.raises(ConfigError, match=r"records a different grid \(differs in base_config.train.precision\)"):
         compare(today, [Arm.strategy("random")], [0, 1], out, show_progress=False)
+
+
+def test_jobs_run_cells_in_worker_processes_with_the_same_results(tiny_run_config, tmp_path):
+    """--jobs 2: each cell is a `python -m star run` child; the numbers equal the in-process grid's."""
+    base = copy.deepcopy(tiny_run_config)
+    base["al"]["rounds"] = 2
+    arms = [Arm.strategy("random"), Arm.strategy("pe-dynamic")]
+    one = compare(base, arms, [0, 1], tmp_path / "one", show_progress=False)
+    (tmp_path / "two" / "pe-dynamic").mkdir(parents=True)
+    shutil.copytree(tmp_path / "one" / "pe-dynamic" / "seed-1", tmp_path / "two" / "pe-dynamic" / "seed-1")
+    (tmp_path / "two" / "pe-dynamic" / "seed-1" / "round-1" / "metrics.json").unlink()  # an interrupted cell
+    shutil.copy(tmp_path / "one" / "grid.yaml", tmp_path / "two" / "grid.yaml")
+    two = compare(base, arms, [0, 1], tmp_path / "two", show_progress=False, jobs=2)
+    assert _numbers(one)["arms"] == _numbers(two)["arms"]
+    logs = sorted(p.name for p in (tmp_path / "two" / "logs").iterdir())
+    assert logs == ["pe-dynamic-seed-0.log", "pe-dynamic-seed-1.log", "random-seed-0.log", "random-seed-1.log"]
+
+
+def test_a_failed_cell_is_named_with_its_log_and_the_others_still_report(tiny_run_config, tmp_path):
+    base = copy.deepcopy(tiny_run_config)
+    base["al"]["rounds"] = 1
+    not_a_model = tmp_path / "not-a-model"
+    not_a_model.mkdir()
+    arms = [Arm.strategy("random"), Arm("broken", (f"model.name={not_a_model}",))]
+    with pytest.raises(RunStateError, match=r"1 grid cell\(s\) failed") as info:
+        compare(base, arms, [0], tmp_path / "grid", show_progress=False, jobs=2)
+    assert "broken/seed-0: exit code 2" in info.value.message
+    assert str(tmp_path / "grid" / "logs" / "broken-seed-0.log") in info.value.message
+    report = json.loads((tmp_path / "grid" / "report" / "report.json").read_text())
+    assert next(a for a in report["arms"] if a["name"] == "random")["n_runs"] == 1
+
+
+def test_worker_env_gives_each_worker_a_gpu_or_its_share_of_the_cores(monkeypatch):
+    from star.grid_jobs import worker_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert worker_env(0, 2, [], cores=8)["OMP_NUM_THREADS"] == "4"
+    assert worker_env(1, 3, [], cores=2)["OMP_NUM_THREADS"] == "1"
+    assert [worker_env(s, 3, ["4", "5"], cores=8)["CUDA_VISIBLE_DEVICES"] for s in range(3)] == ["4", "5", "4"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert worker_env(0, 2, [], cores=8)["OMP_NUM_THREADS"] == "3"  # the user's setting wins
