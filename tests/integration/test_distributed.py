@@ -37,6 +37,9 @@ def _star(args: list[str], processes: int, tmp_path: Path, flag: bool = False) -
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
 
+_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def _failure_report(done: subprocess.CompletedProcess) -> str:
     """The main process's own error first (a peer's 'connection closed' is only its echo), then the tail."""
     rank0 = [line for line in done.stderr.splitlines() if line.startswith("[rank0]")]
@@ -55,6 +58,12 @@ def test_two_processes_match_one(tiny_run_config: dict, tmp_path: Path) -> None:
         config_file = tmp_path / f"{name}.yaml"
         config_file.write_text(yaml.safe_dump(cfg))
         done = _star(["run", "--quiet", "--config", str(config_file)], processes, tmp_path, flag)
+        if done.returncode != 0 and _TEARDOWN_ABORT in done.stderr:
+            # An open bug (docs/scaling.md, "Known problems"): rarely, a gloo worker process aborts in
+            # C++ ("terminate called without an active exception"). Retried once, from scratch, so
+            # the identity checked below is still that of complete runs.
+            shutil.rmtree(cfg["output_dir"], ignore_errors=True)
+            done = _star(["run", "--quiet", "--config", str(config_file)], processes, tmp_path, flag)
         assert done.returncode == 0, _failure_report(done)
         run = RunDir(cfg["output_dir"])
         assert run.finished_rounds() == [0, 1, 2]
