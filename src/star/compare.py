@@ -242,12 +242,17 @@ def read_grid(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def _rounds_done(cell: Cell) -> int | None:
+    """Finished rounds of a cell's run (None: no run there yet)."""
+    run = RunDir(cell.path)
+    return len(run.finished_rounds()) if run.config_path.is_file() else None
+
+
 def _run_cell(cell: Cell, i: int, n: int, show_progress: bool) -> None:
     """Skip a finished cell, resume an unfinished one, start a missing one."""
     from . import loop
 
-    run = RunDir(cell.path)
-    done = len(run.finished_rounds()) if run.config_path.is_file() else None
+    done = _rounds_done(cell)
     total = cell.config.al.rounds
     if done is not None and done >= total:
         _say(show_progress, f"[{i}/{n}] {cell.label}: finished ({done}/{total} rounds), skipped")
@@ -257,7 +262,7 @@ def _run_cell(cell: Cell, i: int, n: int, show_progress: bool) -> None:
         loop.run(cell.config, show_progress=show_progress)
     else:
         loop.run(resume=cell.path, show_progress=show_progress)
-    done = len(run.finished_rounds())
+    done = _rounds_done(cell) or 0
     if done < total:  # e.g. a human annotator has not given this round's labels yet
         _say(show_progress, f"[{i}/{n}] {cell.label}: stopped at {done}/{total} rounds; re-run to continue")
 
@@ -274,14 +279,14 @@ def _run_parallel(cells: Sequence[Cell], jobs: int, out: Path, show_progress: bo
 
     todo = []
     for i, cell in enumerate(cells, 1):
-        done = len(RunDir(cell.path).finished_rounds()) if RunDir(cell.path).config_path.is_file() else 0
+        done = _rounds_done(cell) or 0
         if done >= cell.config.al.rounds:
-            _say(show_progress, f"[{i}/{len(cells)}] {cell.label}: finished ({done}/{done} rounds), skipped")
+            _say(show_progress, f"[{i}/{len(cells)}] {cell.label}: finished ({done}/{cell.config.al.rounds} rounds), skipped")
         else:
             todo.append(cell)
     failures = run_cells(todo, jobs, out / "logs", lambda text: _say(show_progress, text))
     for cell in todo:
-        done = len(RunDir(cell.path).finished_rounds()) if RunDir(cell.path).config_path.is_file() else 0
+        done = _rounds_done(cell) or 0
         if done < cell.config.al.rounds and cell.label not in {f.label for f in failures}:
             _say(show_progress, f"{cell.label}: stopped at {done}/{cell.config.al.rounds} rounds; re-run to continue")
     return [f"{f.label}: exit code {f.code}, see {f.log}" for f in failures]
