@@ -1,7 +1,7 @@
 """Multi-process runs on Hugging Face accelerate: who am I, shard work, gather results.
 
-`accelerate launch --multi_gpu --num_processes N -m star run ...` (or a DDP / FSDP /
-DeepSpeed accelerate config) starts N copies of the run. Pool scoring, generation and
+`accelerate launch --multi_gpu --num_processes N -m star run ...` (or a DDP / FSDP
+accelerate config) starts N copies of the run. Pool scoring, generation and
 evaluation are sharded across them by whole batches (so every batch, and its result, is the
 same as in one process); the results are gathered on every process, each computes the same
 selection, and only the main process writes the run directory and the label store.
@@ -54,6 +54,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     device: torch.device | None = None
+    sharded: bool = False  # FSDP: parameters sharded, so every process must run every forward together
 
     @property
     def is_main(self) -> bool:
@@ -62,6 +63,19 @@ class Dist:
     def shard(self, items: Sequence[T]) -> list[T]:
         """This process's share: every world-th item, starting at its rank."""
         return list(items[self.rank :: self.world])
+
+    def lockstep_share(self, items: Sequence[T]) -> tuple[list[T], int]:
+        """This process's share for forwards run in lockstep, and how many of it are real.
+
+        With sharded parameters each layer all-gathers its weights in every forward, so every
+        process must run as many forwards as the others: a short share is topped up with
+        repeats of an item, whose results the caller drops (the first `real` are its own).
+        """
+        mine = self.shard(items)
+        if not self.sharded or not items:
+            return mine, len(mine)
+        per_process = -(-len(items) // self.world)
+        return mine + [items[0]] * (per_process - len(mine)), len(mine)
 
     def gather(self, items: list[Any]) -> list[Any]:
         """Concatenate every process's list, on every process (rank order)."""
@@ -85,27 +99,27 @@ class Dist:
 
 _CURRENT = Dist()
 
-#: Environment flags `accelerate launch` sets for engines that shard the model's parameters.
-_SHARDING_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
-                     "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}
+#: Environment flags `accelerate launch` sets for engines star does not run on (FSDP is supported: sharding.py).
+_UNSUPPORTED_ENGINES = {"ACCELERATE_USE_DEEPSPEED": "DeepSpeed", "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}
 
 
 def check_engine() -> None:
-    """Refuse parameter-sharding engines: scoring and evaluation need whole parameters on every process.
+    """Refuse engines star does not run on, and FSDP settings it cannot honour, before the model loads.
 
-    Each process scores its own share of batches with the unwrapped model. FSDP / ZeRO-3 shard
-    that model's parameters in place, so those phases would hang or compute garbage; a clear
-    error now beats either. DDP (with QLoRA or gradient checkpointing for memory) is supported.
+    DDP and FSDP (full or ZeRO-2-like sharding, through torch's FSDP2) are supported. DeepSpeed's
+    ZeRO-3 shards parameters the same way FSDP's FULL_SHARD does; star runs it as FSDP.
     """
     from .errors import ConfigError
+    from .sharding import fsdp_settings
 
-    for flag, engine in _SHARDING_ENGINES.items():
+    for flag, engine in _UNSUPPORTED_ENGINES.items():
         if os.environ.get(flag, "").lower() in ("1", "true", "yes"):
             raise ConfigError(
-                f"this run was launched with {engine} (accelerate set {flag}); star does not support "
-                "parameter-sharding engines yet",
-                hint="launch with a DDP config (examples/accelerate/ddp.yaml); for memory use "
-                     "model.load_in_4bit=true and/or train.gradient_checkpointing=true (docs/scaling.md)")
+                f"this run was launched with {engine} (accelerate set {flag}); star does not run on {engine}",
+                hint="for ZeRO-3's parameter sharding launch with the FSDP config (examples/accelerate/fsdp.yaml, the "
+                     "same sharding); for plain data parallelism the DDP config (examples/accelerate/ddp.yaml); "
+                     "docs/scaling.md")
+    fsdp_settings()  # raises on FSDP settings star cannot honour
 
 
 def init(device_kind: str = "auto") -> Dist:
@@ -121,7 +135,9 @@ def init(device_kind: str = "auto") -> Dist:
     state = PartialState(cpu=cpu)
     atexit.register(leave_process_group)
     device = torch.device("cpu") if cpu else state.device
-    _CURRENT = Dist(state.process_index, state.num_processes, device)
+    from .sharding import fsdp_settings
+
+    _CURRENT = Dist(state.process_index, state.num_processes, device, sharded=fsdp_settings() is not None)
     return _CURRENT
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .batching import PairBatch
+from .sharding import with_root_params
 
 LM_HEAD_CHUNK = 256  # rows of (rows, V) logits materialised at once (~50 MB in fp32 for V = 49k)
 STATS_CHUNK = 16  # CPU: rows whose log-softmax is computed at once, small enough to stay in cache
@@ -35,7 +36,7 @@ def response_logits(model: nn.Module, batch: PairBatch) -> torch.Tensor:
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
         return logits[batch.predict_mask]
     decoder, head = parts
-    return head(_response_hidden(decoder, batch))  # (M, V)
+    return with_root_params(model, lambda: head(_response_hidden(decoder, batch)))  # (M, V)
 
 
 def _response_hidden(decoder: nn.Module, batch: PairBatch) -> torch.Tensor:
@@ -81,10 +82,14 @@ def response_stats(model: nn.Module, batch: PairBatch) -> tuple[torch.Tensor, to
     if parts is None:
         return token_stats(response_logits(model, batch), batch.targets)
     decoder, head = parts
-    selected = _response_hidden(decoder, batch)  # (M, H)
-    stats = [token_stats(head(selected[s : s + LM_HEAD_CHUNK]), batch.targets[s : s + LM_HEAD_CHUNK])
-             for s in range(0, selected.shape[0], LM_HEAD_CHUNK)]
-    return torch.cat([p[0] for p in stats]), torch.cat([p[1] for p in stats])
+
+    def stats() -> tuple[torch.Tensor, torch.Tensor]:
+        selected = _response_hidden(decoder, batch)  # (M, H)
+        chunks = [token_stats(head(selected[s : s + LM_HEAD_CHUNK]), batch.targets[s : s + LM_HEAD_CHUNK])
+                  for s in range(0, selected.shape[0], LM_HEAD_CHUNK)]
+        return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+
+    return with_root_params(model, stats)
 
 
 def sequence_scores(model: nn.Module, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -83,8 +83,11 @@ def _trim(ids: list[int], logprobs: list[float], eos_id: int, pad_id: int) -> tu
 
 @torch.inference_mode()
 def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,  # noqa: ANN001
-                   is_complete: Callable[[str], bool] | None = None) -> list[Generation]:
-    """Greedy answers for one batch of prompt ids."""
+                   is_complete: Callable[[str], bool] | None = None, synced: bool = False) -> list[Generation]:
+    """Greedy answers for one batch of prompt ids.
+
+    `synced`: with FSDP-sharded parameters, every process keeps stepping until all are done.
+    """
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids, mask = _left_pad(prompts, pad_id)
@@ -94,7 +97,7 @@ def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], ma
         input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
         do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
         pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, stopping_criteria=stop,
-        logits_processor=LogitsProcessorList([record]),
+        logits_processor=LogitsProcessorList([record]), synced_gpus=synced,
     )
     new = out[:, ids.shape[1] :].cpu()  # (B, t)
     logp = record.logprobs(new)  # (B, t)
@@ -113,10 +116,12 @@ def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_
     Whole batches are shared out across processes in a multi-process run and gathered back.
     """
     dist = distributed.current()
-    batches = dist.shard(list(length_batches([len(p) for p in prompts], batch_size)))
+    batches, real = dist.lockstep_share(list(length_batches([len(p) for p in prompts], batch_size)))
     done: list[tuple[int, Generation]] = []
-    for batch in tqdm(batches, desc=desc, unit="batch", disable=not show_progress or not dist.is_main, leave=False):
-        done.extend(zip(batch, generate_batch(model, tokenizer, [prompts[i] for i in batch], max_new_tokens, is_complete)))
+    for k, batch in enumerate(tqdm(batches, desc=desc, unit="batch", disable=not show_progress or not dist.is_main, leave=False)):
+        gens = generate_batch(model, tokenizer, [prompts[i] for i in batch], max_new_tokens, is_complete, synced=dist.sharded)
+        if k < real:  # the rest only kept sharded (FSDP) processes in step
+            done.extend(zip(batch, gens))
     results: list[Generation | None] = [None] * len(prompts)
     for i, gen in dist.gather(done):
         results[i] = gen

@@ -33,6 +33,7 @@ from .precision import autocast
 from .runs import RunDir, read_jsonl, write_json, write_jsonl
 from .schedules import lam
 from .scoring import Uncertainty, score_options, score_pairs
+from .sharding import adapter_state, fsdp_settings, shard_model
 from .strategies import ScoreInputs, Strategy, get_strategy
 from .tasks import Example, Task, build_task
 from .training import train_adapter
@@ -111,7 +112,12 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     dist = distributed.init(config.model.device)
     if dist.world > 1 and config.al.annotator != "oracle":
         raise ConfigError("human annotation runs in one process", hint="start `star run` without a multi-process launcher")
+    if dist.sharded and config.model.load_in_4bit:
+        raise ConfigError("model.load_in_4bit=true cannot be combined with an FSDP launch",
+                          hint="use a DDP config with the 4-bit base (each GPU holds it whole), or FSDP without 4-bit")
     model = load_model(config.model, config.lora)
+    if dist.sharded:  # FSDP: shard once; every later phase runs through the sharded model
+        shard_model(model.model, fsdp_settings())
     if not resumed and dist.is_main:  # only once everything loaded: a failed start leaves no half-made run behind
         run = RunDir.create(config.output_dir)
         run.config_path.write_text(dump_config(config), encoding="utf-8")
@@ -282,8 +288,9 @@ def train_round(exp: Experiment, t: int) -> dict[str, Any]:
     responses = encode_responses(exp.model.tokenizer, [exp.task.target(lab.answer) for lab in labels], cfg.train.max_answer_tokens)
     stats = train_adapter(exp.model.model, prompts, responses, exp.pad_id, cfg.train,
                           derive_seed(cfg.seed, t, "train"), exp.show_progress)
+    state = adapter_state(exp.model.model) if exp.dist.sharded else None  # whole tensors: every process takes part
     if exp.dist.is_main:
-        save_adapter(exp.model.model, exp.run.adapter_dir(t))
+        save_adapter(exp.model.model, exp.run.adapter_dir(t), state)
     exp.live_round = t
     return {"steps": stats.steps, "examples": stats.examples, "tokens": stats.tokens,
             "final_loss": stats.final_loss, "mean_loss": stats.mean_loss, "precision": stats.precision}

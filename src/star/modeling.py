@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import seeded_dropout
+from . import seeded_dropout, sharding
 from .config import DEFAULT_MODEL, LoraSettings, ModelConfig
 from .errors import ConfigError, ModelLoadError
 
@@ -243,7 +243,10 @@ def reset_adapter(model: nn.Module, seed: int) -> None:
         torch.manual_seed(seed)
         for layer in lora_layers(model):
             for name in layer.lora_A:
-                layer.reset_lora_parameters(name, init_lora_weights=True)
+                if sharding.is_sharded(layer.lora_A[name].weight):  # FSDP: drawn whole, as peft does, then sharded
+                    sharding.fresh_lora_(layer.lora_A[name].weight, layer.lora_B[name].weight)
+                else:
+                    layer.reset_lora_parameters(name, init_lora_weights=True)
 
 
 def lora_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
@@ -279,11 +282,14 @@ def adapter_disabled(model: nn.Module) -> contextlib.AbstractContextManager[None
     return model.disable_adapter()
 
 
-def save_adapter(model: nn.Module, folder: Path) -> None:
-    """Adapter weights + config as safetensors (atomic: written to a temp folder, then renamed)."""
+def save_adapter(model: nn.Module, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """Adapter weights + config as safetensors (atomic: written to a temp folder, then renamed).
+
+    `state`: the adapter's whole tensors (`sharding.adapter_state`) when the model is FSDP-sharded.
+    """
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
 
@@ -294,4 +300,7 @@ def load_adapter_weights(model: nn.Module, folder: Path) -> None:
     from safetensors.torch import load_file
 
     state = load_file(str(folder / "adapter_model.safetensors"))
-    set_peft_model_state_dict(model, state)
+    if any(sharding.is_sharded(p) for p in model.parameters()):
+        sharding.load_adapter_state(model, state)
+    else:
+        set_peft_model_state_dict(model, state)

@@ -82,11 +82,12 @@ def score_pairs(model: nn.Module, prompts: Sequence[list[int]], responses: Seque
     dist = distributed.current()
     device = next(model.parameters()).device
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
-    batches = dist.shard(score_batches(lengths, max(1, batch_size // passes), passes, device))
+    batches, real = dist.lockstep_share(score_batches(lengths, max(1, batch_size // passes), passes, device))
     done: list[tuple[list[int], np.ndarray, np.ndarray]] = []
     with mc_dropout(model, enabled=mc):
         for idx in tqdm(batches, desc=desc, unit="batch", disable=not show_progress or not dist.is_main, leave=False):
             done.append((idx, *_score_batch(model, idx, prompts, responses, pad_id, passes, seed, device)))
+    done = done[:real]  # the rest only kept sharded (FSDP) processes in step
     pe = np.zeros((len(prompts), passes), dtype=np.float64)
     me = np.zeros((len(prompts), passes), dtype=np.float64)
     for idx, b_pe, b_me in dist.gather(done):

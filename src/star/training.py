@@ -80,17 +80,24 @@ class ResponseLoss(nn.Module):
 
 
 def _step_rows(idx: list[int], responses: Sequence[list[int]], epoch: int, seed: int, dist: distributed.Dist,
-               ) -> tuple[list[int], list[int], int]:
-    """This process's rows of a global batch, their dropout seeds, and the batch's response tokens."""
+               ) -> tuple[list[int], list[int], int, float]:
+    """This process's rows of a global batch, their dropout seeds, the batch's response tokens, and a loss weight.
+
+    A batch smaller than the number of processes leaves some with no rows. They still run a
+    forward and backward (DDP's all-reduce and FSDP's all-gathers need every process), on a
+    stand-in row whose loss is weighted 0.
+    """
     total = sum(len(responses[i]) for i in idx)
-    mine = dist.shard(idx)
-    return mine, [row_seed(seed, i, epoch) for i in mine], total
+    mine, weight = dist.shard(idx), 1.0
+    if not mine:
+        mine, weight = idx[:1], 0.0
+    return mine, [row_seed(seed, i, epoch) for i in mine], total, weight
 
 
 def _prepare(model: nn.Module, dist: distributed.Dist) -> tuple[nn.Module, object | None]:
-    """The loss module, wrapped by accelerate for DDP when launched on several processes (sharding engines are refused)."""
+    """The loss module, wrapped by accelerate for DDP on several processes; FSDP shards the model itself (sharding.py)."""
     module = ResponseLoss(model)
-    if dist.world == 1:
+    if dist.world == 1 or dist.sharded:
         return module, None
     from accelerate import Accelerator
 
@@ -124,11 +131,11 @@ def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress or not dist.is_main, leave=False)
     for epoch in range(config.epochs):
         for idx in length_batches(lengths, config.batch_size, rng):
-            mine, seeds, total = _step_rows(idx, responses, epoch, seed, dist)
+            mine, seeds, total, weight = _step_rows(idx, responses, epoch, seed, dist)
             batch = collate_pairs([prompts[i] for i in mine], [responses[i] for i in mine], pad_id).to(device)
             with row_seeds(seeds, batch.attention_mask.sum(1).tolist()):  # also around backward: checkpointing recomputes
                 with autocast_to(amp, device):
-                    loss = step_module(batch, total, dist.world)  # the forward only: backward follows autocast's dtypes
+                    loss = step_module(batch, total, dist.world) * weight  # the forward only: backward follows autocast's dtypes
                 loss.backward()
             optimizer.step()
             scheduler.step()

@@ -9,8 +9,11 @@ import torch
 from star.batching import encode_prompts, encode_responses
 from star.cli import main
 from star.config import LoraSettings, ModelConfig, TrainConfig
+from star.distributed import Dist
+from star.errors import ConfigError
 from star.modeling import load_model, reset_adapter
 from star.scoring import score_pairs
+from star.sharding import FsdpSettings, fsdp_settings, is_sharded
 from star.training import train_adapter
 
 PROMPTS = ["Ava has 3 apples. How many?", "Ben has 12 coins and buys 4 more. How many?", "x?", "A longer question " * 4]
@@ -65,9 +68,9 @@ def test_gradient_checkpointing_trains_the_same_adapter(loaded):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("flag, engine", [("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
-def test_parameter_sharding_launch_is_refused_before_the_model_loads(flag, engine, tiny_run_config, tmp_path,
-                                                                       monkeypatch, capsys):
+@pytest.mark.parametrize("flag, engine", [("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_MEGATRON_LM", "Megatron-LM")])
+def test_unsupported_engine_launch_is_refused_before_the_model_loads(flag, engine, tiny_run_config, tmp_path,
+                                                                    monkeypatch, capsys):
     import yaml
 
     monkeypatch.setenv(flag, "true")
@@ -75,8 +78,89 @@ def test_parameter_sharding_launch_is_refused_before_the_model_loads(flag, engin
     config_file.write_text(yaml.safe_dump(tiny_run_config))
     assert main(["run", "--quiet", "--config", str(config_file)]) == 2
     err = capsys.readouterr().err
-    assert engine in err and flag in err and "ddp.yaml" in err
+    assert engine in err and flag in err and "fsdp.yaml" in err
     assert not (tmp_path / "run").exists()  # nothing was started
+
+
+FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_RESHARD_AFTER_FORWARD": "true",
+            "FSDP_OFFLOAD_PARAMS": "false", "FSDP_ACTIVATION_CHECKPOINTING": "false"}
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, None),
+    (FSDP_ENV, FsdpSettings(True, False, ())),
+    ({**FSDP_ENV, "FSDP_RESHARD_AFTER_FORWARD": "false", "FSDP_OFFLOAD_PARAMS": "true"}, FsdpSettings(False, True, ())),
+    ({**FSDP_ENV, "FSDP_TRANSFORMER_CLS_TO_WRAP": "LlamaDecoderLayer, MistralDecoderLayer"},
+     FsdpSettings(True, False, ("LlamaDecoderLayer", "MistralDecoderLayer"))),
+    ({**FSDP_ENV, "FSDP_VERSION": "1", "FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"}, FsdpSettings(False, False, ())),
+    ({**FSDP_ENV, "FSDP_VERSION": "1", "FSDP_SHARDING_STRATEGY": "1"}, FsdpSettings(True, False, ())),
+])
+def test_fsdp_settings_are_read_from_accelerate_launch_environment(env, expected):
+    assert fsdp_settings(env) == expected
+
+
+@pytest.mark.parametrize("env, named, fix", [
+    ({**FSDP_ENV, "FSDP_VERSION": "1", "FSDP_SHARDING_STRATEGY": "NO_SHARD"}, "NO_SHARD", "ddp.yaml"),
+    ({**FSDP_ENV, "FSDP_VERSION": "1", "FSDP_SHARDING_STRATEGY": "HYBRID_SHARD"}, "HYBRID_SHARD", "FULL_SHARD"),
+    ({**FSDP_ENV, "FSDP_ACTIVATION_CHECKPOINTING": "true"}, "fsdp_activation_checkpointing", "train.gradient_checkpointing=true"),
+])
+def test_fsdp_settings_star_cannot_honour_are_refused_with_the_fix(env, named, fix):
+    with pytest.raises(ConfigError) as err:
+        fsdp_settings(env)
+    assert named in str(err.value) and fix in str(err.value)
+
+
+def test_lockstep_share_tops_up_short_shares_only_when_parameters_are_sharded():
+    items = ["a", "b", "c", "d", "e"]
+    assert Dist(0, 2).lockstep_share(items) == (["a", "c", "e"], 3)
+    assert Dist(1, 2).lockstep_share(items) == (["b", "d"], 2)  # DDP: each process runs only its own
+    assert Dist(1, 2, sharded=True).lockstep_share(items) == (["b", "d", "a"], 2)  # one stand-in, result dropped
+    assert Dist(3, 4, sharded=True).lockstep_share(["a"]) == (["a"], 0)
+    assert Dist(1, 2, sharded=True).lockstep_share([]) == ([], 0)
+
+
+def test_fsdp_with_a_4bit_base_is_refused_before_the_model_loads(tiny_run_config, monkeypatch):
+    from star import distributed, loop
+
+    monkeypatch.setattr(distributed, "init", lambda device: Dist(0, 2, sharded=True))
+    monkeypatch.setattr(loop, "load_model", lambda *a: pytest.fail("the model must not load"))
+    monkeypatch.setattr(loop, "check_model_config", lambda config: [])  # as if on a machine with CUDA
+    cfg = {**tiny_run_config, "model": {**tiny_run_config["model"], "load_in_4bit": True}}
+    with pytest.raises(ConfigError, match="load_in_4bit.*FSDP"):
+        loop.setup(cfg, show_progress=False)
+
+
+def test_sharded_model_gets_peft_init_and_saved_weights_in_one_process(loaded, tmp_path):
+    """FSDP2 on a one-process group: fresh adapters equal peft's draw, and saved weights load back."""
+    import os
+
+    import torch.distributed as tdist
+
+    from star.modeling import load_adapter_weights, save_adapter
+    from star.sharding import adapter_state, shard_model
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", "29517")
+    tdist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        reset_adapter(loaded.model, seed=5)
+        peft_init = {k: v.clone() for k, v in adapter_state(loaded.model).items()}
+        shard_model(loaded.model, FsdpSettings())
+        assert all(is_sharded(p) for p in loaded.model.parameters())
+        with torch.no_grad():
+            for name, p in loaded.model.named_parameters():
+                if "lora_" in name:
+                    p.mul_(0).add_(1.0)  # scribble over the adapter
+        reset_adapter(loaded.model, seed=5)
+        for key, value in adapter_state(loaded.model).items():
+            torch.testing.assert_close(value, peft_init[key], rtol=0, atol=0)
+        save_adapter(loaded.model, tmp_path / "adapter", adapter_state(loaded.model))
+        reset_adapter(loaded.model, seed=6)
+        load_adapter_weights(loaded.model, tmp_path / "adapter")
+        for key, value in adapter_state(loaded.model).items():
+            torch.testing.assert_close(value, peft_init[key], rtol=0, atol=0)
+    finally:
+        tdist.destroy_process_group()
 
 
 def test_precision_setting_picks_the_autocast_dtype(monkeypatch):

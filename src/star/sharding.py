@@ -1,0 +1,178 @@
+"""FSDP (parameter sharding) for multi-process runs launched with an accelerate FSDP config.
+
+`accelerate launch --config_file examples/accelerate/fsdp.yaml -m star run ...` sets
+`ACCELERATE_USE_FSDP` and the `FSDP_*` fields in every process's environment. star reads
+them here and shards the LoRA-wrapped model once, with torch's FSDP2 (`fully_shard`): each
+decoder layer, then the causal LM around them. The model stays the same Python object, so
+training, MC-dropout scoring, generation and evaluation all run through it; its parameters
+become DTensors that each layer all-gathers for its forward. That is why every process must
+run the same number of forwards (`Dist.lockstep_share`, `generate(synced_gpus=True)`), and
+why adapter weights are read and written through the helpers below.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+_TRUE = ("1", "true", "yes")
+#: accelerate's FSDP1 sharding strategies (by name or number) and FSDP2's reshard_after_forward.
+_STRATEGIES = {"FULL_SHARD": True, "1": True, "SHARD_GRAD_OP": False, "2": False}
+
+
+@dataclass(frozen=True)
+class FsdpSettings:
+    """The parts of an accelerate FSDP config that star honours."""
+
+    reshard_after_forward: bool = True  # FULL_SHARD (ZeRO-3); False is SHARD_GRAD_OP (ZeRO-2)
+    offload_params: bool = False  # parameters kept in CPU memory between uses (CUDA only)
+    layer_classes: tuple[str, ...] = ()  # the modules sharded one by one; () = the model's decoder layers
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").lower() in _TRUE
+
+
+def fsdp_settings(env: Mapping[str, str] | None = None) -> FsdpSettings | None:
+    """The FSDP settings accelerate launch put in the environment, or None when FSDP is off.
+
+    Settings star cannot honour are refused here, before any model loads, with the fix.
+    """
+    env = os.environ if env is None else env
+    if not _flag(env, "ACCELERATE_USE_FSDP"):
+        return None
+    if env.get("FSDP_VERSION", "1") == "2":
+        reshard = env.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() in _TRUE
+    else:
+        strategy = env.get("FSDP_SHARDING_STRATEGY", "FULL_SHARD").upper()
+        if strategy not in _STRATEGIES:
+            raise ConfigError(f"fsdp_sharding_strategy {strategy} (accelerate config) is not supported by star",
+                              hint="use FULL_SHARD or SHARD_GRAD_OP; for no sharding use a DDP config (examples/accelerate/ddp.yaml)")
+        reshard = _STRATEGIES[strategy]
+    if _flag(env, "FSDP_ACTIVATION_CHECKPOINTING"):
+        raise ConfigError("fsdp_activation_checkpointing (accelerate config) is not used by star",
+                          hint="set it to false and pass train.gradient_checkpointing=true instead (the same recomputation)")
+    policy = env.get("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP")
+    if policy not in ("TRANSFORMER_BASED_WRAP", ""):
+        log.warning("fsdp_auto_wrap_policy %s: star shards each decoder layer (TRANSFORMER_BASED_WRAP) instead", policy)
+    classes = tuple(c.strip() for c in env.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "").split(",") if c.strip())
+    return FsdpSettings(reshard, _flag(env, "FSDP_OFFLOAD_PARAMS"), classes)
+
+
+def shard_model(model: nn.Module, settings: FsdpSettings) -> None:
+    """Shard a peft model in place with FSDP2: every decoder layer, then the causal LM as the root.
+
+    The root is the transformers model inside peft, not the PeftModel, because `generate`
+    calls the inner model directly; its forward must still all-gather the embedding and head.
+    """
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard, register_fsdp_forward_method
+
+    causal_lm = model.get_base_model()
+    names = settings.layer_classes or tuple(getattr(causal_lm, "_no_split_modules", None) or ())
+    layers = [m for m in causal_lm.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ConfigError(f"FSDP: no module of {type(causal_lm).__name__} is one of {list(names)} to shard",
+                          hint="set fsdp_transformer_layer_cls_to_wrap in the accelerate config to the decoder layer's class name")
+    kwargs: dict = {"reshard_after_forward": settings.reshard_after_forward}
+    if settings.offload_params and next(model.parameters()).device.type == "cuda":
+        kwargs["offload_policy"] = CPUOffloadPolicy()
+    for layer in layers:
+        fully_shard(layer, **kwargs)
+    fully_shard(causal_lm, **kwargs)
+    # star's own forwards (forward.py) call the decoder and the LM head separately, not the
+    # root's forward: this method runs them with the root's parameters (embedding, norm, head) gathered.
+    setattr(causal_lm, ROOT_METHOD, types.MethodType(_call, causal_lm))
+    register_fsdp_forward_method(causal_lm, ROOT_METHOD)
+    log.info("FSDP: sharded %d %s modules and the root (reshard_after_forward=%s)", len(layers),
+             type(layers[0]).__name__, settings.reshard_after_forward)
+
+
+ROOT_METHOD = "star_with_root_params"
+
+
+def _call(self: nn.Module, fn: Callable[[], T]) -> T:  # noqa: ARG001 - bound to the root, whose FSDP hooks wrap it
+    return fn()
+
+
+def with_root_params(model: nn.Module, fn: Callable[[], T]) -> T:
+    """`fn()` with the sharded root's parameters gathered (FSDP), or simply `fn()`.
+
+    For computations that use the model's decoder and LM head without calling its forward.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    run = getattr(base, ROOT_METHOD, None)
+    return run(fn) if run is not None else fn()
+
+
+def is_sharded(param: torch.Tensor) -> bool:
+    """True for an FSDP-sharded parameter (a DTensor)."""
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(param, DTensor)
+
+
+def full_value(param: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a parameter; for a sharded one, a collective every process must call."""
+    return param.full_tensor() if is_sharded(param) else param
+
+
+@torch.no_grad()
+def copy_full_(param: torch.Tensor, value: torch.Tensor) -> None:
+    """Set a parameter from its whole value; a sharded one keeps this process's shard of it.
+
+    Every process holds the same `value` (same seed, or the same file), so no data moves.
+    """
+    if is_sharded(param):
+        from torch.distributed.tensor import distribute_tensor
+
+        local = value.to(device=param.to_local().device, dtype=param.dtype)
+        param.copy_(distribute_tensor(local, param.device_mesh, param.placements, src_data_rank=None))
+    else:
+        param.copy_(value)
+
+
+def fresh_lora_(a: torch.Tensor, b: torch.Tensor) -> None:
+    """peft's LoRA init for sharded A and B: A Kaiming-uniform (a=sqrt 5) drawn whole, B zero.
+
+    Drawn on a whole tensor of A's shape, so the values equal what peft draws in one process
+    from the same generator state.
+    """
+    fresh = torch.empty(a.shape, dtype=a.dtype, device=a.to_local().device if is_sharded(a) else a.device)
+    nn.init.kaiming_uniform_(fresh, a=math.sqrt(5))
+    copy_full_(a, fresh)
+    copy_full_(b, torch.zeros(b.shape, dtype=b.dtype))
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter's parameters as whole tensors, keyed as in `model.state_dict()` (collective)."""
+    return {name: full_value(p).detach() for name, p in model.named_parameters() if "lora_" in name}
+
+
+def load_adapter_state(model: nn.Module, saved: Mapping[str, torch.Tensor], adapter: str = "default") -> None:
+    """Load a saved peft adapter (keys without the adapter name) into a sharded model."""
+    missing = []
+    for name, p in model.named_parameters():
+        if "lora_" not in name:
+            continue
+        key = name.replace(f".{adapter}.", ".")
+        if key not in saved:
+            missing.append(key)
+            continue
+        copy_full_(p, saved[key])
+    if missing:
+        raise ConfigError(f"the saved adapter lacks {len(missing)} LoRA weights of this model, e.g. {missing[0]}",
+                          hint="the run's adapter was saved with other lora settings; resume with the run's own config")
