@@ -115,9 +115,9 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     if dist.sharded and config.model.load_in_4bit:
         raise ConfigError("model.load_in_4bit=true cannot be combined with an FSDP launch",
                           hint="use a DDP config with the 4-bit base (each GPU holds it whole), or FSDP without 4-bit")
-    model = load_model(config.model, config.lora)
-    if dist.sharded:  # FSDP: shard once; every later phase runs through the sharded model
-        shard_model(model.model, fsdp_settings())
+    model = load_model(config.model, config.lora, place=not dist.sharded)
+    if dist.sharded:  # FSDP: shard once (moving each layer to the device); every later phase runs through it
+        shard_model(model.model, fsdp_settings(), model.device)
     if not resumed and dist.is_main:  # only once everything loaded: a failed start leaves no half-made run behind
         run = RunDir.create(config.output_dir)
         run.config_path.write_text(dump_config(config), encoding="utf-8")

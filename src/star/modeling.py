@@ -153,8 +153,11 @@ def load_tokenizer(path: str):  # noqa: ANN201 - transformers tokenizer
     return tokenizer
 
 
-def load_base(config: ModelConfig) -> tuple[nn.Module, object, torch.device, torch.dtype]:
-    """Base causal LM (eval mode, frozen) and tokenizer; loading failures become ModelLoadError."""
+def load_base(config: ModelConfig, place: bool = True) -> tuple[nn.Module, object, torch.device, torch.dtype]:
+    """Base causal LM (eval mode, frozen) and tokenizer; loading failures become ModelLoadError.
+
+    `place=False` leaves the weights in host memory (FSDP moves them to the device layer by layer).
+    """
     from transformers import AutoModelForCausalLM
 
     if config.threads:
@@ -175,7 +178,7 @@ def load_base(config: ModelConfig) -> tuple[nn.Module, object, torch.device, tor
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    else:
+    elif place:
         model.to(device)
     model.eval()
     model.requires_grad_(False)
@@ -220,11 +223,15 @@ def attach_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
     return peft_model
 
 
-def load_model(config: ModelConfig, lora: LoraSettings) -> LoadedModel:
-    """Base model + tokenizer + a LoRA adapter, on the configured device and dtype."""
-    base, tokenizer, device, dtype = load_base(config)
+def load_model(config: ModelConfig, lora: LoraSettings, place: bool = True) -> LoadedModel:
+    """Base model + tokenizer + a LoRA adapter, on the configured device and dtype.
+
+    `place=False`: left in host memory for FSDP, which moves each layer to the device as it
+    shards it, so a base larger than one GPU never sits whole on one.
+    """
+    base, tokenizer, device, dtype = load_base(config, place)
     model = attach_lora(base, lora)
-    if not config.load_in_4bit:
+    if not config.load_in_4bit and place:
         model.to(device)
     model.eval()
     return LoadedModel(model, tokenizer, device, dtype)

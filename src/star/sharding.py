@@ -73,12 +73,16 @@ def fsdp_settings(env: Mapping[str, str] | None = None) -> FsdpSettings | None:
     return FsdpSettings(reshard, _flag(env, "FSDP_OFFLOAD_PARAMS"), classes)
 
 
-def shard_model(model: nn.Module, settings: FsdpSettings) -> None:
-    """Shard a peft model in place with FSDP2: every decoder layer, then the causal LM as the root.
+def shard_model(model: nn.Module, settings: FsdpSettings, device: torch.device) -> None:
+    """Shard a peft model in place with FSDP2 over all processes on `device`: every decoder layer, then the root.
 
     The root is the transformers model inside peft, not the PeftModel, because `generate`
     calls the inner model directly; its forward must still all-gather the embedding and head.
+    The model may still be in host memory: each module's weights move to `device` as it is
+    sharded, so the whole base is never on one GPU.
     """
+    import torch.distributed as tdist
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard, register_fsdp_forward_method
 
     causal_lm = model.get_base_model()
@@ -87,8 +91,9 @@ def shard_model(model: nn.Module, settings: FsdpSettings) -> None:
     if not layers:
         raise ConfigError(f"FSDP: no module of {type(causal_lm).__name__} is one of {list(names)} to shard",
                           hint="set fsdp_transformer_layer_cls_to_wrap in the accelerate config to the decoder layer's class name")
-    kwargs: dict = {"reshard_after_forward": settings.reshard_after_forward}
-    if settings.offload_params and next(model.parameters()).device.type == "cuda":
+    mesh = init_device_mesh(device.type, (tdist.get_world_size(),))
+    kwargs: dict = {"reshard_after_forward": settings.reshard_after_forward, "mesh": mesh}
+    if settings.offload_params and device.type == "cuda":
         kwargs["offload_policy"] = CPUOffloadPolicy()
     for layer in layers:
         fully_shard(layer, **kwargs)

@@ -145,7 +145,7 @@ def test_sharded_model_gets_peft_init_and_saved_weights_in_one_process(loaded, t
     try:
         reset_adapter(loaded.model, seed=5)
         peft_init = {k: v.clone() for k, v in adapter_state(loaded.model).items()}
-        shard_model(loaded.model, FsdpSettings())
+        shard_model(loaded.model, FsdpSettings(), torch.device("cpu"))
         assert all(is_sharded(p) for p in loaded.model.parameters())
         with torch.no_grad():
             for name, p in loaded.model.named_parameters():
