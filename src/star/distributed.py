@@ -117,8 +117,8 @@ def check_engine() -> None:
             raise ConfigError(
                 f"this run was launched with {engine} (accelerate set {flag}); star does not run on {engine}",
                 hint="for ZeRO-3's parameter sharding launch with the FSDP config (examples/accelerate/fsdp.yaml, the "
-                     "same sharding); for plain data parallelism the DDP config (examples/accelerate/ddp.yaml); "
-                     "docs/scaling.md")
+                     "same sharding; docs/scaling.md maps DeepSpeed fields to FSDP ones); for plain data parallelism "
+                     "the DDP config (examples/accelerate/ddp.yaml)")
     fsdp_settings()  # raises on FSDP settings star cannot honour
 
 
