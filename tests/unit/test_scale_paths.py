@@ -236,3 +236,20 @@ def test_al_precision_applies_to_pool_scoring_and_not_to_evaluation(tiny_run_con
     cfg = {**tiny_run_config, "al": {**tiny_run_config["al"], "precision": "bf16", "rounds": 2}}
     loop.run(cfg, show_progress=False)
     assert seen["score"] == {torch.bfloat16} and seen["eval"] == {torch.float32}
+
+
+@pytest.mark.parametrize("world, teardown", [("1", True), ("2", False)])
+def test_launched_worker_exits_with_its_code_and_flushed_output_without_teardown(world, teardown):
+    """A worker of a multi-process launch skips interpreter teardown (where gloo's threads could abort it)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import atexit, logging; from star.distributed import exit_process; "
+            "atexit.register(lambda: print('teardown')); logging.basicConfig(); logging.warning('logged'); "
+            "print('done', end=''); exit_process(3)")
+    env = {**os.environ, "WORLD_SIZE": world}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3
+    assert done.stdout.startswith("done") and "logged" in done.stderr  # nothing buffered is lost
+    assert ("teardown" in done.stdout) is teardown
