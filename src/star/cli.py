@@ -40,6 +40,7 @@ def run_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table."),
     num_processes: int = typer.Option(1, "--num-processes", "-n", min=1,
                                       help="Processes on this machine, started through `accelerate launch` (DDP)."),
+    fsdp: bool = typer.Option(False, "--fsdp", help="With --num-processes: shard the model's parameters (FSDP) instead of DDP."),
 ) -> None:
     """Run an active-learning experiment (no arguments: the embedded default). Override any
     option as section.option=value or --section.option value, e.g. al.rounds=3 --lora.r 4."""
@@ -51,10 +52,13 @@ def run_command(
     if resume is not None and (config is not None or overrides):
         raise ConfigError("--resume takes the run's own config.yaml; drop --config and overrides")
     resolved = None if resume is not None else load_config(config, overrides)  # errors before any launch
+    if fsdp and num_processes == 1:
+        raise ConfigError("--fsdp shards the model across processes and needs --num-processes 2 or more",
+                          hint="add --num-processes N, or launch with examples/accelerate/fsdp.yaml")
     if num_processes > 1 and distributed.launched_world_size() == 1:
         args = (["--resume", resume] if resume is not None else ([] if config is None else ["--config", config]))
         args = ["run", *args, *(["--quiet"] if quiet else []), *list(ctx.args)]
-        code = distributed.relaunch(num_processes, args)
+        code = distributed.relaunch(num_processes, args, fsdp=fsdp)
         if code:
             raise typer.Exit(code)
         return

@@ -22,15 +22,15 @@ import torch
 T = TypeVar("T")
 
 
-def relaunch(num_processes: int, star_args: Sequence[str]) -> int:
+def relaunch(num_processes: int, star_args: Sequence[str], fsdp: bool = False) -> int:
     """Run `star <star_args>` in `num_processes` processes through `accelerate launch`; its exit code.
 
     A convenience for one machine: the same as typing
-    `accelerate launch --multi_gpu --num_processes N -m star ...` (gloo on CPU, NCCL on GPUs).
+    `accelerate launch --multi_gpu --num_processes N -m star ...` (gloo on CPU, NCCL on GPUs),
+    or with `fsdp`, `accelerate launch --use_fsdp --fsdp_version 2 ...` (FULL_SHARD, sharding.py).
     """
     import socket
     import subprocess
-    import sys
 
     with socket.socket() as s:  # a free port for the process group's rendezvous
         s.bind(("127.0.0.1", 0))
@@ -38,7 +38,8 @@ def relaunch(num_processes: int, star_args: Sequence[str]) -> int:
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:  # share the cores instead of oversubscribing them N times
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_processes))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes),
+    engine = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_reshard_after_forward", "true"] if fsdp else ["--multi_gpu"]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *engine, "--num_processes", str(num_processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(port), "-m", "star", *star_args]
     return subprocess.run(cmd, env=env, check=False).returncode

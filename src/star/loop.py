@@ -143,8 +143,9 @@ def _run_log(exp: Experiment, resumed: bool) -> Iterator[None]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    log.info("%s run %s: task %s, %d pool, %d test, strategy %s", "resuming" if resumed else "starting",
-             exp.run.path, exp.task.name, len(exp.pool), len(exp.test), exp.config.al.strategy)
+    processes = "" if exp.dist.world == 1 else f", {exp.dist.world} processes ({'FSDP' if exp.dist.sharded else 'DDP'})"
+    log.info("%s run %s: task %s, %d pool, %d test, strategy %s%s", "resuming" if resumed else "starting",
+             exp.run.path, exp.task.name, len(exp.pool), len(exp.test), exp.config.al.strategy, processes)
     try:
         yield
     finally:

@@ -32,7 +32,8 @@ FSDP_CONFIG = REPO / "examples" / "accelerate" / "fsdp_cpu_2proc.yaml"
 
 
 def _star(args: list[str], launch: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    """`star ARGS` in one process ("one"), or in two: accelerate DDP ("ddp"), star's --num-processes ("flag"), FSDP ("fsdp")."""
+    """`star ARGS` in one process ("one"), or in two: accelerate DDP ("ddp"), star's --num-processes ("flag"),
+    FSDP from accelerate's config file ("fsdp") or from star's --num-processes 2 --fsdp ("fsdp-flag")."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--main_process_port", str(_free_port())]
     cmd = {
@@ -41,6 +42,7 @@ def _star(args: list[str], launch: str, tmp_path: Path) -> subprocess.CompletedP
         "ddp": [*launcher, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                 "--dynamo_backend", "no", "-m", "star", *args],
         "fsdp": [*launcher, "--config_file", str(FSDP_CONFIG), "-m", "star", *args],
+        "fsdp-flag": [sys.executable, "-m", "star", *args, "--num-processes", "2", "--fsdp"],
     }[launch]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
@@ -105,6 +107,7 @@ def test_two_processes_match_one(tiny_run_config: dict, tmp_path: Path) -> None:
     for t in (1, 2):  # `star run --num-processes 2` is the same launch: the same results
         assert read_jsonl(by_flag.scores_path(t)) == read_jsonl(two.scores_path(t))
     _same_run(one, two)
+    assert "2 processes (DDP)" in two.log_path.read_text() and "processes (" not in one.log_path.read_text()
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["fresh-adapters", "warm-start-checkpointing"])
@@ -112,12 +115,14 @@ def test_fsdp_two_processes_match_one(tiny_run_config: dict, tmp_path: Path, war
     """FSDP (accelerate's FSDP config, parameters sharded by FSDP2) reproduces one process.
 
     warm: each round continues the saved adapter (loaded into the sharded model), with
-    gradient checkpointing on.
+    gradient checkpointing on; launched with `star run --num-processes 2 --fsdp` instead of
+    accelerate's config file.
     """
     cfg = _fp32_config(tiny_run_config)
     cfg["train"].update(warm_start=warm, gradient_checkpointing=warm)
-    one, sharded = _run(cfg, "one", "one", tmp_path), _run(cfg, "fsdp", "fsdp", tmp_path)
+    one, sharded = _run(cfg, "one", "one", tmp_path), _run(cfg, "fsdp", "fsdp-flag" if warm else "fsdp", tmp_path)
     _same_run(one, sharded)
+    assert "2 processes (FSDP)" in sharded.log_path.read_text()  # the launch really sharded the model
     from safetensors.torch import load_file
 
     for t in (0, 1, 2):  # the main process saved whole adapters, keyed as peft keys them
@@ -132,10 +137,14 @@ def test_num_processes_checks_the_config_before_launching_anything(tmp_path: Pat
     from star.cli import main
 
     launched = []
-    monkeypatch.setattr(distributed, "relaunch", lambda n, args: launched.append((n, args)) or 0)
+    monkeypatch.setattr(distributed, "relaunch", lambda n, args, fsdp=False: launched.append((n, args, fsdp)) or 0)
     assert main(["run", "--num-processes", "2", "al.rounds=0", f"output_dir={tmp_path / 'r'}"]) == 2
     assert "al.rounds" in capsys.readouterr().err and launched == []
     assert main(["run", "-n", "2", "--quiet", "al.rounds=2", f"output_dir={tmp_path / 'r'}"]) == 0
-    assert launched == [(2, ["run", "--quiet", "al.rounds=2", f"output_dir={tmp_path / 'r'}"])]
-    monkeypatch.setattr(distributed, "relaunch", lambda n, args: 3)  # a failed launch's exit code comes through
+    assert launched == [(2, ["run", "--quiet", "al.rounds=2", f"output_dir={tmp_path / 'r'}"], False)]
+    assert main(["run", "-n", "2", "--fsdp", f"output_dir={tmp_path / 'r'}"]) == 0
+    assert launched[-1] == (2, ["run", f"output_dir={tmp_path / 'r'}"], True)
+    assert main(["run", "--fsdp", f"output_dir={tmp_path / 'r'}"]) == 2  # FSDP needs several processes
+    assert "--num-processes" in capsys.readouterr().err and len(launched) == 2
+    monkeypatch.setattr(distributed, "relaunch", lambda n, args, fsdp=False: 3)  # a failed launch's exit code comes through
     assert main(["run", "-n", "2", f"output_dir={tmp_path / 'r'}"]) == 3
