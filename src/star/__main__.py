@@ -1,6 +1,5 @@
 """`python -m star` (and `accelerate launch -m star`) runs the CLI."""
 
-from .cli import main
-from .distributed import exit_process
+from .cli import entry
 
-exit_process(main())
+entry()

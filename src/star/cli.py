@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 
@@ -224,5 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def entry() -> NoReturn:
+    """The `star` command and `python -m star`: `main`, then the exit (a launched worker skips teardown)."""
+    from .distributed import exit_process
+
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
