@@ -19,6 +19,8 @@ from typing import Any, NoReturn, TypeVar
 
 import torch
 
+from .sharding import FsdpSettings, fsdp_settings
+
 T = TypeVar("T")
 
 
@@ -57,7 +59,12 @@ class Dist:
     rank: int = 0
     world: int = 1
     device: torch.device | None = None
-    sharded: bool = False  # FSDP: parameters sharded, so every process must run every forward together
+    fsdp: FsdpSettings | None = None  # set when the model's parameters are sharded across the processes
+
+    @property
+    def sharded(self) -> bool:
+        """FSDP: every process must run every forward together (each layer all-gathers its weights)."""
+        return self.fsdp is not None
 
     @property
     def is_main(self) -> bool:
@@ -106,15 +113,15 @@ _CURRENT = Dist()
 _UNSUPPORTED_ENGINES = {"ACCELERATE_USE_DEEPSPEED": "DeepSpeed", "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}
 
 
-def check_engine() -> None:
-    """Refuse engines star does not run on, and FSDP settings it cannot honour, before the model loads.
+def check_engine() -> FsdpSettings | None:
+    """The launch's FSDP settings (None without FSDP); refuses engines star does not run on, and
+    FSDP settings it cannot honour, before the model loads.
 
     DDP and FSDP (full or ZeRO-2-like sharding, through torch's FSDP2) are supported. DeepSpeed
     is refused: ZeRO-3 shards parameters the way FSDP's FULL_SHARD does, so the error points
     to the FSDP config (docs/scaling.md maps the fields).
     """
     from .errors import ConfigError
-    from .sharding import fsdp_settings
 
     for flag, engine in _UNSUPPORTED_ENGINES.items():
         if os.environ.get(flag, "").lower() in ("1", "true", "yes"):
@@ -123,13 +130,13 @@ def check_engine() -> None:
                 hint="for ZeRO-3's parameter sharding launch with the FSDP config (examples/accelerate/fsdp.yaml, the "
                      "same sharding; docs/scaling.md maps DeepSpeed fields to FSDP ones); for plain data parallelism "
                      "the DDP config (examples/accelerate/ddp.yaml)")
-    fsdp_settings()  # raises on FSDP settings star cannot honour
+    return fsdp_settings()  # raises on FSDP settings star cannot honour
 
 
 def init(device_kind: str = "auto") -> Dist:
     """Join the launched process group (gloo on CPU, nccl on CUDA) and remember this process's place."""
     global _CURRENT
-    check_engine()
+    fsdp = check_engine()
     if launched_world_size() <= 1:
         _CURRENT = Dist()
         return _CURRENT
@@ -139,9 +146,7 @@ def init(device_kind: str = "auto") -> Dist:
     state = PartialState(cpu=cpu)
     atexit.register(leave_process_group)
     device = torch.device("cpu") if cpu else state.device
-    from .sharding import fsdp_settings
-
-    _CURRENT = Dist(state.process_index, state.num_processes, device, sharded=fsdp_settings() is not None)
+    _CURRENT = Dist(state.process_index, state.num_processes, device, fsdp)
     return _CURRENT
 
 

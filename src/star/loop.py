@@ -33,7 +33,7 @@ from .precision import autocast
 from .runs import RunDir, read_jsonl, write_json, write_jsonl
 from .schedules import lam
 from .scoring import Uncertainty, score_options, score_pairs
-from .sharding import adapter_state, fsdp_settings, shard_model
+from .sharding import adapter_state, shard_model
 from .strategies import ScoreInputs, Strategy, get_strategy
 from .tasks import Example, Task, build_task
 from .training import train_adapter
@@ -117,7 +117,7 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
                           hint="use a DDP config with the 4-bit base (each GPU holds it whole), or FSDP without 4-bit")
     model = load_model(config.model, config.lora, place=not dist.sharded)
     if dist.sharded:  # FSDP: shard once (moving each layer to the device); every later phase runs through it
-        shard_model(model.model, fsdp_settings(), model.device)
+        shard_model(model.model, dist.fsdp, model.device)
     if not resumed and dist.is_main:  # only once everything loaded: a failed start leaves no half-made run behind
         run = RunDir.create(config.output_dir)
         run.config_path.write_text(dump_config(config), encoding="utf-8")

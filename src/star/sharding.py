@@ -73,6 +73,13 @@ def fsdp_settings(env: Mapping[str, str] | None = None) -> FsdpSettings | None:
     return FsdpSettings(reshard, _flag(env, "FSDP_OFFLOAD_PARAMS"), classes)
 
 
+ROOT_METHOD = "star_with_root_params"
+
+
+def _call(self: nn.Module, fn: Callable[[], T]) -> T:  # noqa: ARG001 - bound to the root, whose FSDP hooks wrap it
+    return fn()
+
+
 def shard_model(model: nn.Module, settings: FsdpSettings, device: torch.device) -> None:
     """Shard a peft model in place with FSDP2 over all processes on `device`: every decoder layer, then the root.
 
@@ -104,13 +111,6 @@ def shard_model(model: nn.Module, settings: FsdpSettings, device: torch.device) 
     register_fsdp_forward_method(causal_lm, ROOT_METHOD)
     log.info("FSDP: sharded %d %s modules and the root (reshard_after_forward=%s)", len(layers),
              type(layers[0]).__name__, settings.reshard_after_forward)
-
-
-ROOT_METHOD = "star_with_root_params"
-
-
-def _call(self: nn.Module, fn: Callable[[], T]) -> T:  # noqa: ARG001 - bound to the root, whose FSDP hooks wrap it
-    return fn()
 
 
 def with_root_params(model: nn.Module, fn: Callable[[], T]) -> T:

@@ -114,15 +114,15 @@ def test_lockstep_share_tops_up_short_shares_only_when_parameters_are_sharded():
     items = ["a", "b", "c", "d", "e"]
     assert Dist(0, 2).lockstep_share(items) == (["a", "c", "e"], 3)
     assert Dist(1, 2).lockstep_share(items) == (["b", "d"], 2)  # DDP: each process runs only its own
-    assert Dist(1, 2, sharded=True).lockstep_share(items) == (["b", "d", "a"], 2)  # one stand-in, result dropped
-    assert Dist(3, 4, sharded=True).lockstep_share(["a"]) == (["a"], 0)
-    assert Dist(1, 2, sharded=True).lockstep_share([]) == ([], 0)
+    assert Dist(1, 2, fsdp=FsdpSettings()).lockstep_share(items) == (["b", "d", "a"], 2)  # one stand-in, result dropped
+    assert Dist(3, 4, fsdp=FsdpSettings()).lockstep_share(["a"]) == (["a"], 0)
+    assert Dist(1, 2, fsdp=FsdpSettings()).lockstep_share([]) == ([], 0)
 
 
 def test_fsdp_with_a_4bit_base_is_refused_before_the_model_loads(tiny_run_config, monkeypatch):
     from star import distributed, loop
 
-    monkeypatch.setattr(distributed, "init", lambda device: Dist(0, 2, sharded=True))
+    monkeypatch.setattr(distributed, "init", lambda device: Dist(0, 2, fsdp=FsdpSettings()))
     monkeypatch.setattr(loop, "load_model", lambda *a: pytest.fail("the model must not load"))
     monkeypatch.setattr(loop, "check_model_config", lambda config: [])  # as if on a machine with CUDA
     cfg = {**tiny_run_config, "model": {**tiny_run_config["model"], "load_in_4bit": True}}
