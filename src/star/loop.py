@@ -33,7 +33,7 @@ from .precision import autocast
 from .runs import RunDir, read_jsonl, write_json, write_jsonl
 from .schedules import lam
 from .scoring import Uncertainty, score_options, score_pairs
-from .sharding import adapter_state, shard_model
+from .sharding import adapter_state, shard_from_main, shard_model
 from .strategies import ScoreInputs, Strategy, get_strategy
 from .tasks import Example, Task, build_task
 from .training import train_adapter
@@ -99,6 +99,29 @@ def _resolve(config: RunConfig | dict[str, Any] | None, resume: str | Path | Non
     return config, RunDir(config.output_dir), False
 
 
+def _load_model(config: RunConfig, dist: distributed.Dist, show_progress: bool) -> LoadedModel:
+    """The LoRA-wrapped model; with FSDP sharded once, and every later phase runs through it."""
+    show_progress = show_progress and dist.is_main
+    if not dist.sharded:
+        return load_model(config.model, config.lora, show_progress=show_progress)
+    from_main = dist.fsdp.weights_from_main
+    # Host memory first: sharding moves each layer to the device, so the base never sits whole on one GPU.
+    model = load_model(config.model, config.lora, place=False, weights=dist.is_main or not from_main,
+                       show_progress=show_progress)
+    if from_main:
+        shard_from_main(model.model, dist.fsdp, model.device, dist.is_main)
+    else:
+        shard_model(model.model, dist.fsdp, model.device)
+    return model
+
+
+def _engine(dist: distributed.Dist) -> str:
+    """How a multi-process run shares the model, for log.txt: DDP, or FSDP and who read the checkpoint."""
+    if not dist.sharded:
+        return "DDP"
+    return "FSDP, weights read by the main process" if dist.fsdp.weights_from_main else "FSDP"
+
+
 def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | None = None,
           show_progress: bool = True) -> Experiment:
     """Validate, load data (checking the pool), then the model; write config.yaml for a new run."""
@@ -115,9 +138,7 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     if dist.sharded and config.model.load_in_4bit:
         raise ConfigError("model.load_in_4bit=true cannot be combined with an FSDP launch",
                           hint="use a DDP config with the 4-bit base (each GPU holds it whole), or FSDP without 4-bit")
-    model = load_model(config.model, config.lora, place=not dist.sharded)
-    if dist.sharded:  # FSDP: shard once (moving each layer to the device); every later phase runs through it
-        shard_model(model.model, dist.fsdp, model.device)
+    model = _load_model(config, dist, show_progress)
     if not resumed and dist.is_main:  # only once everything loaded: a failed start leaves no half-made run behind
         run = RunDir.create(config.output_dir)
         run.config_path.write_text(dump_config(config), encoding="utf-8")
@@ -143,7 +164,7 @@ def _run_log(exp: Experiment, resumed: bool) -> Iterator[None]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    processes = "" if exp.dist.world == 1 else f", {exp.dist.world} processes ({'FSDP' if exp.dist.sharded else 'DDP'})"
+    processes = "" if exp.dist.world == 1 else f", {exp.dist.world} processes ({_engine(exp.dist)})"
     log.info("%s run %s: task %s, %d pool, %d test, strategy %s%s", "resuming" if resumed else "starting",
              exp.run.path, exp.task.name, len(exp.pool), len(exp.test), exp.config.al.strategy, processes)
     try:

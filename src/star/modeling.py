@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,10 +154,25 @@ def load_tokenizer(path: str):  # noqa: ANN201 - transformers tokenizer
     return tokenizer
 
 
-def load_base(config: ModelConfig, place: bool = True) -> tuple[nn.Module, object, torch.device, torch.dtype]:
+def _skeleton(path: str, dtype: torch.dtype) -> nn.Module:
+    """The model's modules with no storage (meta device): what from_pretrained builds, minus the weights."""
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
+    try:  # from_config leaves the defaults; generate() must behave as on the process that loaded the weights
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    except OSError:
+        pass
+    return model
+
+
+def load_base(config: ModelConfig, place: bool = True, weights: bool = True) -> tuple[nn.Module, object, torch.device, torch.dtype]:
     """Base causal LM (eval mode, frozen) and tokenizer; loading failures become ModelLoadError.
 
     `place=False` leaves the weights in host memory (FSDP moves them to the device layer by layer).
+    `weights=False` builds the modules on the meta device without reading the checkpoint: FSDP
+    processes other than the main one, which receive their shards from it (sharding.py).
     """
     from transformers import AutoModelForCausalLM
 
@@ -168,7 +184,10 @@ def load_base(config: ModelConfig, place: bool = True) -> tuple[nn.Module, objec
     quantized = _four_bit_kwargs(config, dtype, device)
     try:
         tokenizer = load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **quantized)
+        if weights:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **quantized)
+        else:
+            model = _skeleton(path, dtype)
     except (OSError, ValueError) as e:
         raise ModelLoadError(
             f"could not load model {config.name!r}: {str(e).splitlines()[0]}",
@@ -178,7 +197,7 @@ def load_base(config: ModelConfig, place: bool = True) -> tuple[nn.Module, objec
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    elif place:
+    elif place and weights:
         model.to(device)
     model.eval()
     model.requires_grad_(False)
@@ -218,20 +237,40 @@ def attach_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
         bias="none",
         task_type="CAUSAL_LM",
     )
-    peft_model = get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft reads transformers' deprecated alias; not the user's to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        peft_model = get_peft_model(model, lora)
     seeded_dropout.install(peft_model)
     return peft_model
 
 
-def load_model(config: ModelConfig, lora: LoraSettings, place: bool = True) -> LoadedModel:
+@contextlib.contextmanager
+def _hub_progress(show: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights") on or off for a block."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if not show:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
+def load_model(config: ModelConfig, lora: LoraSettings, place: bool = True, weights: bool = True,
+               show_progress: bool = True) -> LoadedModel:
     """Base model + tokenizer + a LoRA adapter, on the configured device and dtype.
 
     `place=False`: left in host memory for FSDP, which moves each layer to the device as it
-    shards it, so a base larger than one GPU never sits whole on one.
+    shards it, so a base larger than one GPU never sits whole on one. `weights=False`: a meta
+    skeleton, base and adapter alike, to be filled by `sharding.shard_from_main`.
     """
-    base, tokenizer, device, dtype = load_base(config, place)
+    with _hub_progress(show_progress):
+        base, tokenizer, device, dtype = load_base(config, place, weights)
     model = attach_lora(base, lora)
-    if not config.load_in_4bit and place:
+    if not config.load_in_4bit and place and weights:
         model.to(device)
     model.eval()
     return LoadedModel(model, tokenizer, device, dtype)

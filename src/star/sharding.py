@@ -41,6 +41,15 @@ class FsdpSettings:
     reshard_after_forward: bool = True  # FULL_SHARD (ZeRO-3); False is SHARD_GRAD_OP (ZeRO-2)
     offload_params: bool = False  # parameters kept in CPU memory between uses (CUDA only)
     layer_classes: tuple[str, ...] = ()  # the modules sharded one by one; () = the model's decoder layers
+    main_loads: bool = False  # fsdp_cpu_ram_efficient_loading: only the main process reads the checkpoint
+
+    @property
+    def weights_from_main(self) -> bool:
+        """Whether processes other than the main one build an empty model and receive their shards.
+
+        Not with parameter offload: its shards live in pinned host memory, a path not tested here.
+        """
+        return self.main_loads and not self.offload_params
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -70,7 +79,10 @@ def fsdp_settings(env: Mapping[str, str] | None = None) -> FsdpSettings | None:
     if policy not in ("TRANSFORMER_BASED_WRAP", ""):
         log.warning("fsdp_auto_wrap_policy %s: star shards each decoder layer (TRANSFORMER_BASED_WRAP) instead", policy)
     classes = tuple(c.strip() for c in env.get("FSDP_TRANSFORMER_CLS_TO_WRAP", "").split(",") if c.strip())
-    return FsdpSettings(reshard, _flag(env, "FSDP_OFFLOAD_PARAMS"), classes)
+    offload, main_loads = _flag(env, "FSDP_OFFLOAD_PARAMS"), _flag(env, "FSDP_CPU_RAM_EFFICIENT_LOADING")
+    if offload and main_loads:
+        log.warning("fsdp_cpu_ram_efficient_loading with fsdp_offload_params: every process reads the checkpoint")
+    return FsdpSettings(reshard, offload, classes, main_loads)
 
 
 ROOT_METHOD = "star_with_root_params"
@@ -111,6 +123,56 @@ def shard_model(model: nn.Module, settings: FsdpSettings, device: torch.device) 
     register_fsdp_forward_method(causal_lm, ROOT_METHOD)
     log.info("FSDP: sharded %d %s modules and the root (reshard_after_forward=%s)", len(layers),
              type(layers[0]).__name__, settings.reshard_after_forward)
+
+
+def _layout(model: nn.Module) -> list[tuple[str, tuple[int, ...], str]]:
+    """Name, shape and dtype of every parameter and buffer, in the order the weights are sent."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    return [(name, tuple(t.shape), str(t.dtype)) for name, t in tensors]
+
+
+def _check_same_layout(model: nn.Module) -> None:
+    """Every process must hold the same modules before weights are sent by position (collective)."""
+    import torch.distributed as tdist
+
+    mine = _layout(model)
+    every: list = [None] * tdist.get_world_size()
+    tdist.all_gather_object(every, mine)
+    for rank, theirs in enumerate(every):
+        if theirs != every[0]:
+            first = next((a, b) for a, b in zip(every[0], theirs, strict=False) if a != b) if len(theirs) == len(every[0]) \
+                else (f"{len(every[0])} tensors", f"{len(theirs)} tensors")
+            raise ConfigError(f"FSDP: process {rank} built a different model than the main process: {first[1]} against {first[0]}",
+                              hint="every process must run the same star version, model.name and lora settings")
+
+
+@torch.no_grad()
+def shard_from_main(model: nn.Module, settings: FsdpSettings, device: torch.device, is_main: bool) -> None:
+    """Shard a model whose weights only the main process loaded; the others hold a meta skeleton.
+
+    accelerate's `fsdp_cpu_ram_efficient_loading`: one process reads the checkpoint into host
+    memory instead of every process (8 copies of a 7B base on an 8-GPU node is 100+ GB). After
+    sharding, the others allocate their empty shards, and each parameter is scattered from the
+    main process (each process receives only its shard), each buffer broadcast.
+    """
+    import torch.distributed as tdist
+    from torch.distributed.tensor import distribute_tensor
+
+    _check_same_layout(model)
+    # Detached views keep the host copies: sharding may move a parameter object's data to the device.
+    whole = {name: p.detach() for name, p in model.named_parameters()} if is_main else {}
+    shard_model(model, settings, device)
+    if not is_main:
+        model.to_empty(device=device)
+    for name, p in model.named_parameters():
+        source = whole.pop(name) if is_main else torch.empty(p.shape, dtype=p.dtype, device=device)
+        if is_sharded(p):
+            p.copy_(distribute_tensor(source.to(device), p.device_mesh, p.placements, src_data_rank=0))
+        else:
+            tdist.broadcast(p.data, src=0)
+    for buffer in model.buffers():
+        tdist.broadcast(buffer, src=0)
+    log.info("FSDP: weights read by the main process only and sent to %d others", tdist.get_world_size() - 1)
 
 
 def with_root_params(model: nn.Module, fn: Callable[[], T]) -> T:

@@ -94,6 +94,7 @@ FSDP_ENV = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_RESHARD_AF
      FsdpSettings(True, False, ("LlamaDecoderLayer", "MistralDecoderLayer"))),
     ({**FSDP_ENV, "FSDP_VERSION": "1", "FSDP_SHARDING_STRATEGY": "SHARD_GRAD_OP"}, FsdpSettings(False, False, ())),
     ({**FSDP_ENV, "FSDP_VERSION": "1", "FSDP_SHARDING_STRATEGY": "1"}, FsdpSettings(True, False, ())),
+    ({**FSDP_ENV, "FSDP_CPU_RAM_EFFICIENT_LOADING": "true"}, FsdpSettings(True, False, (), main_loads=True)),
 ])
 def test_fsdp_settings_are_read_from_accelerate_launch_environment(env, expected):
     assert fsdp_settings(env) == expected
@@ -108,6 +109,12 @@ def test_fsdp_settings_star_cannot_honour_are_refused_with_the_fix(env, named, f
     with pytest.raises(ConfigError) as err:
         fsdp_settings(env)
     assert named in str(err.value) and fix in str(err.value)
+
+
+def test_only_the_main_process_reads_weights_unless_parameters_are_offloaded():
+    assert FsdpSettings(main_loads=True).weights_from_main
+    assert not FsdpSettings(main_loads=False).weights_from_main
+    assert not FsdpSettings(offload_params=True, main_loads=True).weights_from_main  # pinned host shards: every process loads
 
 
 def test_lockstep_share_tops_up_short_shares_only_when_parameters_are_sharded():
