@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import torch
 
 from .sharding import FsdpSettings, fsdp_settings
+from .zero3 import DeepSpeedSettings, deepspeed_settings
 
 T = TypeVar("T")
 
@@ -59,12 +60,18 @@ class Dist:
     rank: int = 0
     world: int = 1
     device: torch.device | None = None
-    fsdp: FsdpSettings | None = None  # set when the model's parameters are sharded across the processes
+    fsdp: FsdpSettings | None = None  # set when FSDP shards the model's parameters across the processes
+    deepspeed: DeepSpeedSettings | None = None  # set when DeepSpeed ZeRO-3 partitions them
 
     @property
     def sharded(self) -> bool:
-        """FSDP: every process must run every forward together (each layer all-gathers its weights)."""
-        return self.fsdp is not None
+        """FSDP or ZeRO-3: every process must run every forward together (each layer gathers its weights)."""
+        return self.fsdp is not None or self.deepspeed is not None
+
+    @property
+    def engine(self) -> str:
+        """How the processes share the model: 'DDP', 'FSDP' or 'DeepSpeed ZeRO-3'."""
+        return "FSDP" if self.fsdp is not None else "DeepSpeed ZeRO-3" if self.deepspeed is not None else "DDP"
 
     @property
     def is_main(self) -> bool:
@@ -109,34 +116,27 @@ class Dist:
 
 _CURRENT = Dist()
 
-#: Environment flags `accelerate launch` sets for engines star does not run on (FSDP is supported: sharding.py).
-_UNSUPPORTED_ENGINES = {"ACCELERATE_USE_DEEPSPEED": "DeepSpeed", "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}
+def check_engine() -> tuple[FsdpSettings | None, DeepSpeedSettings | None]:
+    """The launch's FSDP or DeepSpeed settings (None, None for DDP or one process).
 
-
-def check_engine() -> FsdpSettings | None:
-    """The launch's FSDP settings (None without FSDP); refuses engines star does not run on, and
-    FSDP settings it cannot honour, before the model loads.
-
-    DDP and FSDP (full or ZeRO-2-like sharding, through torch's FSDP2) are supported. DeepSpeed
-    is refused: ZeRO-3 shards parameters the way FSDP's FULL_SHARD does, so the error points
-    to the FSDP config (docs/scaling.md maps the fields).
+    Refuses Megatron-LM, and settings star cannot honour, before the model loads. DDP, FSDP
+    (through torch's FSDP2, sharding.py) and DeepSpeed ZeRO-3 (zero3.py) are supported.
     """
     from .errors import ConfigError
 
-    for flag, engine in _UNSUPPORTED_ENGINES.items():
-        if os.environ.get(flag, "").lower() in ("1", "true", "yes"):
-            raise ConfigError(
-                f"this run was launched with {engine} (accelerate set {flag}); star does not run on {engine}",
-                hint="for ZeRO-3's parameter sharding launch with the FSDP config (examples/accelerate/fsdp.yaml, the "
-                     "same sharding; docs/scaling.md maps DeepSpeed fields to FSDP ones); for plain data parallelism "
-                     "the DDP config (examples/accelerate/ddp.yaml)")
-    return fsdp_settings()  # raises on FSDP settings star cannot honour
+    if os.environ.get("ACCELERATE_USE_MEGATRON_LM", "").lower() in ("1", "true", "yes"):
+        raise ConfigError("this run was launched with Megatron-LM (accelerate set ACCELERATE_USE_MEGATRON_LM); "
+                          "star does not run on Megatron-LM",
+                          hint="for parameter sharding launch with the FSDP config (examples/accelerate/fsdp.yaml) or "
+                               "DeepSpeed ZeRO-3 (examples/accelerate/deepspeed_zero3.yaml); for data parallelism the "
+                               "DDP config (examples/accelerate/ddp.yaml)")
+    return fsdp_settings(), deepspeed_settings()  # each raises on settings star cannot honour
 
 
 def init(device_kind: str = "auto") -> Dist:
     """Join the launched process group (gloo on CPU, nccl on CUDA) and remember this process's place."""
     global _CURRENT
-    fsdp = check_engine()
+    fsdp, deepspeed = check_engine()
     if launched_world_size() <= 1:
         _CURRENT = Dist()
         return _CURRENT
@@ -146,7 +146,7 @@ def init(device_kind: str = "auto") -> Dist:
     state = PartialState(cpu=cpu)
     atexit.register(leave_process_group)
     device = torch.device("cpu") if cpu else state.device
-    _CURRENT = Dist(state.process_index, state.num_processes, device, fsdp)
+    _CURRENT = Dist(state.process_index, state.num_processes, device, fsdp, deepspeed)
     return _CURRENT
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .batching import PairBatch
-from .sharding import with_root_params
+from .sharding import head_function, with_root_params
 
 LM_HEAD_CHUNK = 256  # rows of (rows, V) logits materialised at once (~50 MB in fp32 for V = 49k)
 STATS_CHUNK = 16  # CPU: rows whose log-softmax is computed at once, small enough to stay in cache
@@ -85,8 +85,9 @@ def response_stats(model: nn.Module, batch: PairBatch) -> tuple[torch.Tensor, to
 
     def stats() -> tuple[torch.Tensor, torch.Tensor]:
         selected = _response_hidden(decoder, batch)  # (M, H)
-        chunks = [token_stats(head(selected[s : s + LM_HEAD_CHUNK]), batch.targets[s : s + LM_HEAD_CHUNK])
-                  for s in range(0, selected.shape[0], LM_HEAD_CHUNK)]
+        with head_function(head) as apply:  # ZeRO-3: the head's weights gathered once for all chunks
+            chunks = [token_stats(apply(selected[s : s + LM_HEAD_CHUNK]), batch.targets[s : s + LM_HEAD_CHUNK])
+                      for s in range(0, selected.shape[0], LM_HEAD_CHUNK)]
         return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
 
     return with_root_params(model, stats)

@@ -10,7 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import LogitsProcessorList
 
-from . import distributed
+from . import distributed, zero3
 from .batching import length_batches
 
 
@@ -81,7 +81,7 @@ def _trim(ids: list[int], logprobs: list[float], eos_id: int, pad_id: int) -> tu
     return ids[:end], logprobs[:end]
 
 
-@torch.inference_mode()
+@zero3.inference
 def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,  # noqa: ANN001
                    is_complete: Callable[[str], bool] | None = None, synced: bool = False) -> list[Generation]:
     """Greedy answers for one batch of prompt ids.

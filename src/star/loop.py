@@ -34,6 +34,7 @@ from .runs import RunDir, read_jsonl, write_json, write_jsonl
 from .schedules import lam
 from .scoring import Uncertainty, score_options, score_pairs
 from .sharding import adapter_state, shard_from_main, shard_model
+from .zero3 import partition_model
 from .strategies import ScoreInputs, Strategy, get_strategy
 from .tasks import Example, Task, build_task
 from .training import train_adapter
@@ -104,6 +105,10 @@ def _load_model(config: RunConfig, dist: distributed.Dist, show_progress: bool) 
     show_progress = show_progress and dist.is_main
     if not dist.sharded:
         return load_model(config.model, config.lora, show_progress=show_progress)
+    if dist.deepspeed is not None:  # DeepSpeed moves each parameter to the device as it partitions it
+        model = load_model(config.model, config.lora, place=False, show_progress=show_progress)
+        partition_model(model.model, dist.deepspeed, model.device, dist.world)
+        return model
     from_main = dist.fsdp.weights_from_main
     # Host memory first: sharding moves each layer to the device, so the base never sits whole on one GPU.
     model = load_model(config.model, config.lora, place=False, weights=dist.is_main or not from_main,
@@ -117,9 +122,9 @@ def _load_model(config: RunConfig, dist: distributed.Dist, show_progress: bool) 
 
 def _engine(dist: distributed.Dist) -> str:
     """How a multi-process run shares the model, for log.txt: DDP, or FSDP and who read the checkpoint."""
-    if not dist.sharded:
-        return "DDP"
-    return "FSDP, weights read by the main process" if dist.fsdp.weights_from_main else "FSDP"
+    if dist.fsdp is not None and dist.fsdp.weights_from_main:
+        return "FSDP, weights read by the main process"
+    return dist.engine
 
 
 def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | None = None,
@@ -136,8 +141,8 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     if dist.world > 1 and config.al.annotator != "oracle":
         raise ConfigError("human annotation runs in one process", hint="start `star run` without a multi-process launcher")
     if dist.sharded and config.model.load_in_4bit:
-        raise ConfigError("model.load_in_4bit=true cannot be combined with an FSDP launch",
-                          hint="use a DDP config with the 4-bit base (each GPU holds it whole), or FSDP without 4-bit")
+        raise ConfigError(f"model.load_in_4bit=true cannot be combined with a {dist.engine} launch",
+                          hint=f"use a DDP config with the 4-bit base (each GPU holds it whole), or {dist.engine} without 4-bit")
     model = _load_model(config, dist, show_progress)
     if not resumed and dist.is_main:  # only once everything loaded: a failed start leaves no half-made run behind
         run = RunDir.create(config.output_dir)

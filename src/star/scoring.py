@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, zero3
 from .batching import collate_pairs, length_batches
 from .forward import sequence_scores
 from .modeling import mc_dropout
@@ -69,7 +69,7 @@ def score_batches(lengths: Sequence[int], per_batch: int, passes: int, device: t
     return batches
 
 
-@torch.inference_mode()
+@zero3.inference
 def score_pairs(model: nn.Module, prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int,
                 batch_size: int, passes: int = 1, mc: bool = False, seed: int = 0, desc: str = "score",
                 show_progress: bool = True) -> Uncertainty:

@@ -12,17 +12,19 @@ why adapter weights are read and written through the helpers below.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
 from torch import nn
 
+from . import zero3
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -185,16 +187,36 @@ def with_root_params(model: nn.Module, fn: Callable[[], T]) -> T:
     return run(fn) if run is not None else fn()
 
 
-def is_sharded(param: torch.Tensor) -> bool:
-    """True for an FSDP-sharded parameter (a DTensor)."""
+def _is_dtensor(param: torch.Tensor) -> bool:
     from torch.distributed.tensor import DTensor
 
     return isinstance(param, DTensor)
 
 
+@contextlib.contextmanager
+def head_function(head: nn.Module) -> Iterator[Callable[[torch.Tensor], torch.Tensor]]:
+    """The LM head, to be applied to several chunks in a row without autograd.
+
+    Under ZeRO-3 its weights are gathered once for all chunks (zero3.head_function); FSDP's
+    root method has already gathered them (`with_root_params`).
+    """
+    if any(zero3.is_partitioned(p) for p in head.parameters()):
+        with zero3.head_function(head) as apply:
+            yield apply
+    else:
+        yield head
+
+
+def is_sharded(param: torch.Tensor) -> bool:
+    """True for a parameter split across processes: FSDP's (a DTensor) or DeepSpeed ZeRO-3's."""
+    return _is_dtensor(param) or zero3.is_partitioned(param)
+
+
 def full_value(param: torch.Tensor) -> torch.Tensor:
     """The whole tensor of a parameter; for a sharded one, a collective every process must call."""
-    return param.full_tensor() if is_sharded(param) else param
+    if zero3.is_partitioned(param):
+        return zero3.full_value(param)
+    return param.full_tensor() if _is_dtensor(param) else param
 
 
 @torch.no_grad()
@@ -203,7 +225,9 @@ def copy_full_(param: torch.Tensor, value: torch.Tensor) -> None:
 
     Every process holds the same `value` (same seed, or the same file), so no data moves.
     """
-    if is_sharded(param):
+    if zero3.is_partitioned(param):
+        zero3.copy_full_(param, value)
+    elif _is_dtensor(param):
         from torch.distributed.tensor import distribute_tensor
 
         local = value.to(device=param.to_local().device, dtype=param.dtype)
@@ -218,10 +242,10 @@ def fresh_lora_(a: torch.Tensor, b: torch.Tensor) -> None:
     Drawn on a whole tensor of A's shape, so the values equal what peft draws in one process
     from the same generator state.
     """
-    fresh = torch.empty(a.shape, dtype=a.dtype, device=a.to_local().device if is_sharded(a) else a.device)
+    fresh = torch.empty(zero3.whole_shape(a), dtype=a.dtype, device=a.to_local().device if _is_dtensor(a) else a.device)
     nn.init.kaiming_uniform_(fresh, a=math.sqrt(5))
     copy_full_(a, fresh)
-    copy_full_(b, torch.zeros(b.shape, dtype=b.dtype))
+    copy_full_(b, torch.zeros(zero3.whole_shape(b), dtype=b.dtype))
 
 
 def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -94,15 +94,63 @@ def _step_rows(idx: list[int], responses: Sequence[list[int]], epoch: int, seed:
     return mine, [row_seed(seed, i, epoch) for i in mine], total, weight
 
 
-def _prepare(model: nn.Module, dist: distributed.Dist) -> tuple[nn.Module, object | None]:
-    """The loss module, wrapped by accelerate for DDP on several processes; FSDP shards the model itself (sharding.py)."""
-    module = ResponseLoss(model)
-    if dist.world == 1 or dist.sharded:
-        return module, None
-    from accelerate import Accelerator
+def _checkpointing(model: nn.Module, on: bool) -> None:
+    """Activation (gradient) checkpointing on or off, by transformers' current name where it has one."""
+    if on:
+        enable = getattr(model, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:  # transformers < 5.x
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        disable = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
+        disable()
 
-    accelerator = Accelerator(cpu=next(model.parameters()).device.type == "cpu")
-    return accelerator.prepare_model(module), accelerator
+
+class _Stepper:
+    """Backward and optimizer step for the loss module: plain, DDP (accelerate), or a DeepSpeed ZeRO-3 engine.
+
+    DDP and FSDP step the optimizer themselves; ZeRO-3 steps through its engine, which
+    reduces and partitions the gradients. Each round's engine is destroyed after training,
+    leaving the model's own ZeRO-3 hooks (zero3.partition_model) for scoring and evaluation.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, dist: distributed.Dist) -> None:
+        self.optimizer, self.accelerator, self.engine, self._engine_block = optimizer, None, None, None
+        self.module: nn.Module = ResponseLoss(model)
+        device = next(model.parameters()).device
+        if dist.deepspeed is not None:
+            from .zero3 import training_engine
+
+            self._engine_block = training_engine(model, self.module, optimizer, dist.deepspeed, device, dist.world)
+            self.engine = self.module = self._engine_block.__enter__()
+        elif dist.world > 1 and not dist.sharded:
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator(cpu=device.type == "cpu")
+            self.module = self.accelerator.prepare_model(self.module)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.engine is not None:
+            self.engine.backward(loss)
+        else:
+            loss.backward()
+
+    def step(self) -> None:
+        if self.engine is not None:
+            self.engine.step()  # also zeroes the gradients
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+
+    def __enter__(self) -> _Stepper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._engine_block is not None:
+            self._engine_block.__exit__(*exc)
+        if self.accelerator is not None:
+            self.accelerator.free_memory()
 
 
 def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int,
@@ -122,34 +170,31 @@ def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
     optimizer = make_optimizer(model, config)
     scheduler = linear_schedule(optimizer, total_steps, config.warmup_ratio)
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpointing(model, True)
         model.enable_input_require_grads()
-    step_module, accelerator = _prepare(model, dist)
     amp = autocast_dtype(config.precision, device)
     model.train()
     losses, tokens = [], 0
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress or not dist.is_main, leave=False)
-    for epoch in range(config.epochs):
-        for idx in length_batches(lengths, config.batch_size, rng):
-            mine, seeds, total, weight = _step_rows(idx, responses, epoch, seed, dist)
-            batch = collate_pairs([prompts[i] for i in mine], [responses[i] for i in mine], pad_id).to(device)
-            with row_seeds(seeds, batch.attention_mask.sum(1).tolist()):  # also around backward: checkpointing recomputes
-                with autocast_to(amp, device):
-                    loss = step_module(batch, total, dist.world) * weight  # the forward only: backward follows autocast's dtypes
-                loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(dist.sum(float(loss.detach()) / dist.world))  # the global batch's mean token loss
-            tokens += total
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    with _Stepper(model, optimizer, dist) as stepper:
+        for epoch in range(config.epochs):
+            for idx in length_batches(lengths, config.batch_size, rng):
+                mine, seeds, total, weight = _step_rows(idx, responses, epoch, seed, dist)
+                batch = collate_pairs([prompts[i] for i in mine], [responses[i] for i in mine], pad_id).to(device)
+                with row_seeds(seeds, batch.attention_mask.sum(1).tolist()):  # also around backward: checkpointing recomputes
+                    with autocast_to(amp, device):
+                        loss = stepper.module(batch, total, dist.world) * weight  # the forward only: backward follows autocast
+                    stepper.backward(loss)
+                stepper.step()
+                scheduler.step()
+                losses.append(dist.sum(float(loss.detach()) / dist.world))  # the global batch's mean token loss
+                tokens += total
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
     bar.close()
-    if accelerator is not None:
-        accelerator.free_memory()
     model.eval()
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_disable()
+        _checkpointing(model, False)
     return TrainStats(len(losses), len(prompts), tokens, losses[-1] if losses else float("nan"),
                       float(np.mean(losses)) if losses else float("nan"), time.perf_counter() - start,
                       "bf16" if amp is not None else "fp32")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 import shutil
 import socket
@@ -29,12 +30,16 @@ def _free_port() -> int:
 
 REPO = Path(__file__).resolve().parents[2]
 FSDP_CONFIG = REPO / "examples" / "accelerate" / "fsdp_cpu_2proc.yaml"
+DEEPSPEED_CONFIG = REPO / "examples" / "accelerate" / "deepspeed_zero3_cpu_2proc.yaml"
 
 
 def _star(args: list[str], launch: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """`star ARGS` in one process ("one"), or in two: accelerate DDP ("ddp"), star's --num-processes ("flag"),
-    FSDP from accelerate's config file ("fsdp") or from star's --num-processes 2 --fsdp ("fsdp-flag")."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    FSDP from accelerate's config file ("fsdp") or from star's --num-processes 2 --fsdp ("fsdp-flag"),
+    DeepSpeed ZeRO-3 from accelerate's config file ("deepspeed")."""
+    # STAR_ZERO3_PERSISTENCE_THRESHOLD=0: ZeRO-3 partitions every parameter, even the tiny model's
+    # (by default DeepSpeed keeps parameters under 1e5 elements whole on every process).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "STAR_ZERO3_PERSISTENCE_THRESHOLD": "0"}
     launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--main_process_port", str(_free_port())]
     cmd = {
         "one": [sys.executable, "-m", "star", *args],
@@ -43,6 +48,7 @@ def _star(args: list[str], launch: str, tmp_path: Path) -> subprocess.CompletedP
                 "--dynamo_backend", "no", "-m", "star", *args],
         "fsdp": [*launcher, "--config_file", str(FSDP_CONFIG), "-m", "star", *args],
         "fsdp-flag": [sys.executable, "-m", "star", *args, "--num-processes", "2", "--fsdp"],
+        "deepspeed": [*launcher, "--config_file", str(DEEPSPEED_CONFIG), "-m", "star", *args],
     }[launch]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
 
@@ -127,13 +133,35 @@ def test_fsdp_two_processes_match_one(tiny_run_config: dict, tmp_path: Path, war
     # both ways of loading are checked against one process.
     engine = "2 processes (FSDP, weights read by the main process)" if warm else "2 processes (FSDP)"
     assert engine in sharded.log_path.read_text()
+    _same_adapters(one, sharded)
+
+
+def _same_adapters(one: RunDir, two: RunDir) -> None:
+    """The main process saved whole adapters, keyed as peft keys them, equal to one process's."""
     from safetensors.torch import load_file
 
-    for t in (0, 1, 2):  # the main process saved whole adapters, keyed as peft keys them
-        a, b = (load_file(str(run.adapter_dir(t) / "adapter_model.safetensors")) for run in (one, sharded))
+    for t in (0, 1, 2):
+        a, b = (load_file(str(run.adapter_dir(t) / "adapter_model.safetensors")) for run in (one, two))
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None or shutil.which("c++") is None,
+                    reason="needs deepspeed and a C++ compiler (pip install deepspeed)")
+@pytest.mark.parametrize("warm", [False, True], ids=["fresh-adapters", "warm-start-checkpointing"])
+def test_deepspeed_zero3_two_processes_match_one(tiny_run_config: dict, tmp_path: Path, warm: bool) -> None:
+    """DeepSpeed ZeRO-3 (accelerate's DeepSpeed config, gloo on CPU) reproduces one process.
+
+    Each round trains with an engine of its own (a fresh AdamW) and scores through the
+    partitioned model; warm: each round continues the saved adapter, with gradient checkpointing.
+    """
+    cfg = _fp32_config(tiny_run_config)
+    cfg["train"].update(warm_start=warm, gradient_checkpointing=warm)
+    one, partitioned = _run(cfg, "one", "one", tmp_path), _run(cfg, "zero3", "deepspeed", tmp_path)
+    _same_run(one, partitioned)
+    assert "2 processes (DeepSpeed ZeRO-3)" in partitioned.log_path.read_text()
+    _same_adapters(one, partitioned)
 
 
 def test_num_processes_checks_the_config_before_launching_anything(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -68,17 +68,22 @@ def test_gradient_checkpointing_trains_the_same_adapter(loaded):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("flag, engine", [("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_MEGATRON_LM", "Megatron-LM")])
-def test_unsupported_engine_launch_is_refused_before_the_model_loads(flag, engine, tiny_run_config, tmp_path,
+@pytest.mark.parametrize("env, named, fix", [
+    ({"ACCELERATE_USE_MEGATRON_LM": "true"}, "Megatron-LM", "fsdp.yaml"),
+    ({"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "2"}, "zero_stage 2", "ddp.yaml"),
+])
+def test_unsupported_engine_launch_is_refused_before_the_model_loads(env, named, fix, tiny_run_config, tmp_path,
                                                                     monkeypatch, capsys):
     import yaml
 
-    monkeypatch.setenv(flag, "true")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: object())  # as if deepspeed were installed
     config_file = tmp_path / "c.yaml"
     config_file.write_text(yaml.safe_dump(tiny_run_config))
     assert main(["run", "--quiet", "--config", str(config_file)]) == 2
     err = capsys.readouterr().err
-    assert engine in err and flag in err and "fsdp.yaml" in err
+    assert named in err and fix in err
     assert not (tmp_path / "run").exists()  # nothing was started
 
 
