@@ -75,7 +75,9 @@ def deepspeed_settings(env: Mapping[str, str] | None = None) -> DeepSpeedSetting
 
 def ds_config(settings: DeepSpeedSettings, device: torch.device, world: int) -> dict:
     """The DeepSpeed config star's engines use: ZeRO-3, one micro-batch per step (star batches itself)."""
-    zero: dict = {"stage": 3}
+    # memory_efficient_linear would replace torch.nn.functional.linear process-wide with DeepSpeed's
+    # own; ZeRO-3's module hooks already gather the weights that torch's linear needs in the backward.
+    zero: dict = {"stage": 3, "memory_efficient_linear": False}
     threshold = os.environ.get(PERSISTENCE_ENV)
     if threshold:  # parameters below it are never partitioned; the tests set 0 to partition a tiny model's every one
         zero["stage3_param_persistence_threshold"] = zero["stage3_model_persistence_threshold"] = int(threshold)
@@ -113,6 +115,21 @@ def _join(device: torch.device) -> None:
     deepspeed.init_distributed(dist_backend="gloo" if device.type == "cpu" else "nccl")
 
 
+def _partition_in_place(model: nn.Module, config: dict, device: torch.device) -> None:
+    """Partition every parameter, one at a time onto `device` (buffers are moved whole).
+
+    Left to `deepspeed.initialize`, the whole model would first move to the device.
+    """
+    import deepspeed
+
+    offload = config["zero_optimization"].get("offload_param")
+    deepspeed.zero.Init(module=model, config_dict_or_path=config, remote_device="cpu" if offload else None,
+                        pin_memory=bool(offload))
+    for module in model.modules():  # buffers (e.g. rotary frequencies) are not partitioned: moved whole
+        for name, buffer in module.named_buffers(recurse=False):
+            module._buffers[name] = buffer.to(device)
+
+
 def partition_model(model: nn.Module, settings: DeepSpeedSettings, device: torch.device, world: int) -> None:
     """Partition a peft model's parameters in place with ZeRO-3 across all processes.
 
@@ -123,7 +140,10 @@ def partition_model(model: nn.Module, settings: DeepSpeedSettings, device: torch
 
     global _partitioned
     _join(device)
-    engine, *_ = deepspeed.initialize(model=model, config=ds_config(settings, device, world))
+    config = ds_config(settings, device, world)
+    if not any(is_partitioned(p) for p in model.parameters()):
+        _partition_in_place(model, config, device)
+    engine, *_ = deepspeed.initialize(model=model, config=config)  # installs the hooks on the partitioned model
     _partitioned = True
     object.__setattr__(model, ENGINE_ATTR, engine)  # not a submodule: the engine wraps the model
     log.debug("DeepSpeed ZeRO-3: %d parameters partitioned across %d processes", sum(1 for _ in model.parameters()), world)
