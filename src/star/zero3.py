@@ -70,6 +70,8 @@ def deepspeed_settings(env: Mapping[str, str] | None = None) -> DeepSpeedSetting
                           hint="use none or cpu")
     if env.get("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "none").lower() not in ("none", ""):
         log.warning("offload_optimizer_device: not used; the optimizer state is LoRA's, a few MB")
+    if env.get("ACCELERATE_DEEPSPEED_ZERO3_INIT", "").lower() in _TRUE:
+        log.warning("zero3_init_flag: not used; every process reads the checkpoint, then star partitions it")
     return DeepSpeedSettings(offload_params=offload == "cpu")
 
 

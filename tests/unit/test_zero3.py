@@ -66,6 +66,15 @@ def deepspeed_config_zero(monkeypatch, threshold: str | None) -> dict:
     return zero3.ds_config(DeepSpeedSettings(), torch.device("cpu"), 2)["zero_optimization"]
 
 
+@pytest.mark.parametrize("key, value, said", [
+    ("ACCELERATE_DEEPSPEED_ZERO3_INIT", "true", "zero3_init_flag: not used"),
+    ("ACCELERATE_DEEPSPEED_OFFLOAD_OPTIMIZER_DEVICE", "cpu", "offload_optimizer_device: not used"),
+])
+def test_settings_star_does_not_use_are_named_in_a_warning(key, value, said, deepspeed_installed, caplog):
+    assert deepspeed_settings({**DS_ENV, key: value}) == DeepSpeedSettings()
+    assert said in caplog.text
+
+
 def test_a_deepspeed_launch_without_deepspeed_installed_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(zero3.importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(ConfigError, match="not installed") as err:
