@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -22,17 +21,17 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
+import speedlib
+
 from star.config import LoraSettings, ModelConfig
+from star.distributed import free_port
 from star.modeling import load_model
 from star.sharding import FsdpSettings, shard_from_main, shard_model
 
 
 def _status_mb(key: str) -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    kb = speedlib._proc_kb(key)
+    return float("nan") if kb is None else kb / 1024
 
 
 def _pss_mb() -> float:
@@ -72,12 +71,6 @@ def _worker(rank: int, world: int, model: str, dtype: str, mode: str, port: int,
         tdist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=ModelConfig().name, help="model.name (default: the embedded SmolLM2-135M)")
@@ -93,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(args.out).with_suffix(".parts")
     scratch.mkdir(parents=True, exist_ok=True)
     for mode in ("every", "main"):
-        mp.spawn(_worker, args=(args.processes, model, args.dtype, mode, _free_port(), str(scratch)), nprocs=args.processes, join=True)
+        mp.spawn(_worker, args=(args.processes, model, args.dtype, mode, free_port(), str(scratch)), nprocs=args.processes, join=True)
         rows += [json.loads((scratch / f"{mode}-{r}.json").read_text()) for r in range(args.processes)]
     print("| checkpoint read by | process | load + shard s | RSS before MB | peak RSS MB | peak above start MB | RSS once sharded MB | PSS once sharded MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -103,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['start_rss_mb']:,} | {r['peak_rss_mb']:,} | {r['peak_above_start_mb']:,} | {r['sharded_rss_mb']:,} | {r['sharded_pss_mb']:,} |")
     total = {m: sum(r["peak_above_start_mb"] for r in rows if r["mode"] == m) for m in ("every", "main")}
     print(f"sum over processes of the peak above start: every process {total['every']:,} MB, main only {total['main']:,} MB")
-    meta = {"model": args.model, "dtype": args.dtype, "processes": args.processes, "torch": torch.__version__, "cpu_count": os.cpu_count()}
+    meta = {"model": args.model, "dtype": args.dtype, "processes": args.processes, **speedlib.machine_info(torch.device("cpu"))}
     Path(args.out).write_text(json.dumps({"machine": meta, "rows": rows, "sum_of_peaks_above_start_mb": total}, indent=1))
     for f in scratch.iterdir():
         f.unlink()

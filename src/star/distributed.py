@@ -25,6 +25,15 @@ from .zero3 import DeepSpeedSettings, deepspeed_settings
 T = TypeVar("T")
 
 
+def free_port() -> int:
+    """A TCP port on this machine that nothing listens on now (for a process group's rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def relaunch(num_processes: int, star_args: Sequence[str], fsdp: bool = False) -> int:
     """Run `star <star_args>` in `num_processes` processes through `accelerate launch`; its exit code.
 
@@ -32,12 +41,9 @@ def relaunch(num_processes: int, star_args: Sequence[str], fsdp: bool = False) -
     `accelerate launch --multi_gpu --num_processes N -m star ...` (gloo on CPU, NCCL on GPUs),
     or with `fsdp`, `accelerate launch --use_fsdp --fsdp_version 2 ...` (FULL_SHARD, sharding.py).
     """
-    import socket
     import subprocess
 
-    with socket.socket() as s:  # a free port for the process group's rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # for the process group's rendezvous
     env = dict(os.environ)
     if "OMP_NUM_THREADS" not in env:  # share the cores instead of oversubscribing them N times
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_processes))

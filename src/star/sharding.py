@@ -140,12 +140,16 @@ def _check_same_layout(model: nn.Module) -> None:
     mine = _layout(model)
     every: list = [None] * tdist.get_world_size()
     tdist.all_gather_object(every, mine)
+    main = every[0]
     for rank, theirs in enumerate(every):
-        if theirs != every[0]:
-            first = next((a, b) for a, b in zip(every[0], theirs, strict=False) if a != b) if len(theirs) == len(every[0]) \
-                else (f"{len(every[0])} tensors", f"{len(theirs)} tensors")
-            raise ConfigError(f"FSDP: process {rank} built a different model than the main process: {first[1]} against {first[0]}",
-                              hint="every process must run the same star version, model.name and lora settings")
+        if theirs == main:
+            continue
+        if len(theirs) != len(main):
+            ours, its = f"{len(main)} tensors", f"{len(theirs)} tensors"
+        else:
+            ours, its = next((a, b) for a, b in zip(main, theirs) if a != b)
+        raise ConfigError(f"FSDP: process {rank} built a different model than the main process: {its} against {ours}",
+                          hint="every process must run the same star version, model.name and lora settings")
 
 
 @torch.no_grad()

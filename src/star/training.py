@@ -6,6 +6,7 @@ the adapter's update BA is pulled towards zero without shrinking A's random proj
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -116,14 +117,15 @@ class _Stepper:
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, dist: distributed.Dist) -> None:
-        self.optimizer, self.accelerator, self.engine, self._engine_block = optimizer, None, None, None
+        self.optimizer, self.accelerator, self.engine = optimizer, None, None
+        self._blocks = contextlib.ExitStack()
         self.module: nn.Module = ResponseLoss(model)
         device = next(model.parameters()).device
         if dist.deepspeed is not None:
             from .zero3 import training_engine
 
-            self._engine_block = training_engine(model, self.module, optimizer, dist.deepspeed, device, dist.world)
-            self.engine = self.module = self._engine_block.__enter__()
+            engine = training_engine(model, self.module, optimizer, dist.deepspeed, device, dist.world)
+            self.engine = self.module = self._blocks.enter_context(engine)
         elif dist.world > 1 and not dist.sharded:
             from accelerate import Accelerator
 
@@ -147,8 +149,7 @@ class _Stepper:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._engine_block is not None:
-            self._engine_block.__exit__(*exc)
+        self._blocks.__exit__(*exc)
         if self.accelerator is not None:
             self.accelerator.free_memory()
 

@@ -6,7 +6,6 @@ import copy
 import importlib.util
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +15,12 @@ import pytest
 import torch
 import yaml
 
+from star.distributed import free_port
 from star.runs import RunDir, read_jsonl
 
 pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(
     os.path.join(os.path.dirname(sys.executable), "accelerate")), reason="accelerate CLI not installed")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +35,7 @@ def _star(args: list[str], launch: str, tmp_path: Path) -> subprocess.CompletedP
     # STAR_ZERO3_PERSISTENCE_THRESHOLD=0: ZeRO-3 partitions every parameter, even the tiny model's
     # (by default DeepSpeed keeps parameters under 1e5 elements whole on every process).
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "STAR_ZERO3_PERSISTENCE_THRESHOLD": "0"}
-    launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--main_process_port", str(_free_port())]
+    launcher = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--main_process_port", str(free_port())]
     cmd = {
         "one": [sys.executable, "-m", "star", *args],
         "flag": [sys.executable, "-m", "star", *args, "--num-processes", "2"],  # goes through accelerate launch

@@ -8,7 +8,6 @@ compute the same logits.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,13 @@ import torch
 import torch.multiprocessing as mp
 
 from star.config import LoraSettings, ModelConfig
+from star.distributed import free_port
 from star.modeling import load_model
 from star.sharding import FsdpSettings
 
 LORA = LoraSettings(r=2, alpha=4, dropout=0.1)
 IDS = torch.tensor([[5, 9, 40, 77, 12, 3]])  # (1, 6)
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _reference(folder: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -60,7 +55,7 @@ def _worker(rank: int, folder: str, port: int, out: str) -> None:
 
 
 def test_only_the_main_process_reads_weights_and_every_process_gets_them(tiny_model_dir, tmp_path):
-    mp.spawn(_worker, args=(str(tiny_model_dir), _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(str(tiny_model_dir), free_port(), str(tmp_path)), nprocs=2, join=True)
     expected, expected_logits = _reference(tiny_model_dir)
     for rank in (0, 1):
         got = torch.load(tmp_path / f"rank{rank}.pt")
@@ -90,7 +85,7 @@ def _mismatch_worker(rank: int, folder: str, port: int, out: str) -> None:
 
 
 def test_processes_that_built_different_models_are_refused_before_any_weight_moves(tiny_model_dir, tmp_path):
-    mp.spawn(_mismatch_worker, args=(str(tiny_model_dir), _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_mismatch_worker, args=(str(tiny_model_dir), free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):  # both stop with the same error instead of one hanging in a collective
         message = (tmp_path / f"rank{rank}.txt").read_text()
         assert "process 1 built a different model" in message and "lora_A" in message

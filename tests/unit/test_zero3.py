@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import torch.multiprocessing as mp
 
 from star import zero3
 from star.config import LoraSettings, ModelConfig
+from star.distributed import free_port
 from star.errors import ConfigError
 from star.zero3 import DeepSpeedSettings, deepspeed_settings
 
@@ -82,11 +82,6 @@ def test_a_deepspeed_launch_without_deepspeed_installed_says_how_to_install_it(m
     assert "pip install" in str(err.value)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _spawn(fn, *args) -> None:  # noqa: ANN001
     """Run fn(rank, *args) in 2 processes; a hang (mismatched collectives) fails instead of blocking."""
@@ -132,7 +127,7 @@ def test_scoring_applies_the_partitioned_head_in_chunks_whose_count_differs_betw
     from star import forward
     from star.modeling import load_model
 
-    _spawn(_stats_worker, str(tiny_model_dir), _free_port(), str(tmp_path))
+    _spawn(_stats_worker, str(tiny_model_dir), free_port(), str(tmp_path))
     torch.manual_seed(0)
     reference = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.1))
     for rank in (0, 1):
@@ -165,7 +160,7 @@ def test_partitioned_adapters_get_peft_init_and_saved_weights(tiny_model_dir, tm
     from star.modeling import load_model, reset_adapter
     from star.sharding import adapter_state
 
-    _spawn(_adapter_worker, str(tiny_model_dir), _free_port(), str(tmp_path))
+    _spawn(_adapter_worker, str(tiny_model_dir), free_port(), str(tmp_path))
     reference = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.1))
     reset_adapter(reference.model, seed=5)
     expected = adapter_state(reference.model)
