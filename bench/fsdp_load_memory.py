@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 import speedlib
 
 from star.config import LoraSettings, ModelConfig
-from star.distributed import free_port
+from star.distributed import exit_process, free_port
 from star.modeling import load_model
 from star.sharding import FsdpSettings, shard_from_main, shard_model
 
@@ -46,29 +46,27 @@ def _pss_mb() -> float:
 def _worker(rank: int, world: int, model: str, dtype: str, mode: str, port: int, out: str) -> None:
     import torch.distributed as tdist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     tdist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        start_rss, start = _status_mb("VmRSS"), time.perf_counter()
-        from_main = mode == "main"
-        loaded = load_model(ModelConfig(name=model, threads=1, dtype=dtype), LoraSettings(), place=False,
-                            weights=rank == 0 or not from_main)
-        settings = FsdpSettings(main_loads=from_main)
-        if from_main:
-            shard_from_main(loaded.model, settings, torch.device("cpu"), is_main=rank == 0)
-        else:
-            shard_model(loaded.model, settings, torch.device("cpu"))
-        tdist.barrier()
-        seconds = time.perf_counter() - start
-        import gc
+    start_rss, start = _status_mb("VmRSS"), time.perf_counter()
+    from_main = mode == "main"
+    loaded = load_model(ModelConfig(name=model, threads=1, dtype=dtype), LoraSettings(), place=False,
+                        weights=rank == 0 or not from_main)
+    settings = FsdpSettings(main_loads=from_main)
+    if from_main:
+        shard_from_main(loaded.model, settings, torch.device("cpu"), is_main=rank == 0)
+    else:
+        shard_model(loaded.model, settings, torch.device("cpu"))
+    tdist.barrier()
+    seconds = time.perf_counter() - start
+    import gc
 
-        gc.collect()
-        row = {"mode": mode, "rank": rank, "seconds": round(seconds, 2), "start_rss_mb": round(start_rss),
-               "peak_rss_mb": round(_status_mb("VmHWM")), "sharded_rss_mb": round(_status_mb("VmRSS")), "sharded_pss_mb": round(_pss_mb())}
-        Path(out, f"{mode}-{rank}.json").write_text(json.dumps(row))
-    finally:
-        tdist.destroy_process_group()
+    gc.collect()
+    row = {"mode": mode, "rank": rank, "seconds": round(seconds, 2), "start_rss_mb": round(start_rss),
+           "peak_rss_mb": round(_status_mb("VmHWM")), "sharded_rss_mb": round(_status_mb("VmRSS")), "sharded_pss_mb": round(_pss_mb())}
+    Path(out, f"{mode}-{rank}.json").write_text(json.dumps(row))
+    exit_process(0)  # leaves the group and skips interpreter teardown, where gloo can abort (docs/scaling.md)
 
 
 def main(argv: list[str] | None = None) -> int:

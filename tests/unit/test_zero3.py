@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 
 from star import zero3
 from star.config import LoraSettings, ModelConfig
-from star.distributed import free_port
+from star.distributed import exit_process, free_port
 from star.errors import ConfigError
 from star.zero3 import DeepSpeedSettings, deepspeed_settings
 
@@ -120,6 +120,7 @@ def _stats_worker(rank: int, folder: str, port: int, out: str) -> None:
     with torch.no_grad():
         logp, ent = forward.response_stats(loaded.model, batch)
     torch.save({"logp": logp, "ent": ent, "batch": batch}, Path(out) / f"stats{rank}.pt")
+    exit_process(0)  # leaves the group and skips interpreter teardown, where gloo can abort (docs/scaling.md)
 
 
 @needs_deepspeed
@@ -152,6 +153,7 @@ def _adapter_worker(rank: int, folder: str, port: int, out: str) -> None:
     torch.distributed.barrier()
     load_adapter_weights(loaded.model, Path(out) / "adapter")
     torch.save({"fresh": fresh, "loaded": adapter_state(loaded.model)}, Path(out) / f"adapter{rank}.pt")
+    exit_process(0)  # leaves the group and skips interpreter teardown, where gloo can abort (docs/scaling.md)
 
 
 @needs_deepspeed
