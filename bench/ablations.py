@@ -1,7 +1,7 @@
 """One optimisation at a time: `star`'s path with exactly one choice reverted, each timed.
 
 Each group has a reference ("ours": the project's own function) and variants built from the
-same pieces (star.batching, star.forward) with one switch flipped, so each row's cost over
+same pieces (star.engine.batching, star.engine.forward) with one switch flipped, so each row's cost over
 the reference is what that one optimisation buys. Used by `bench/round_speed.py --ablations`.
 """
 
@@ -13,22 +13,22 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import release_baseline as release
+import speedlib
 import torch
 from torch import nn
 
-import release_baseline as release
-import speedlib
-from star.batching import PairBatch, collate_pairs, length_batches
-from star.forward import response_loss, sequence_scores, token_stats
-from star.generation import generate
-from star.modeling import adapter_disabled, mc_dropout, reset_adapter
-from star.scoring import score_pairs
-from star.precision import autocast_dtype, autocast_to
-from star.training import linear_schedule, make_optimizer, train_adapter
+from star.engine.batching import PairBatch, collate_pairs, length_batches
+from star.engine.forward import response_loss, sequence_scores, token_stats
+from star.engine.generation import generate
+from star.engine.modeling import adapter_disabled, mc_dropout, reset_adapter
+from star.engine.precision import autocast_dtype, autocast_to
+from star.engine.scoring import score_pairs
+from star.engine.training import linear_schedule, make_optimizer, train_adapter
 
 try:  # row-seeded LoRA dropout (each example's mask from its own seed), when this star has it
-    from star.scoring import row_seed
-    from star.seeded_dropout import row_seeds
+    from star.engine.scoring import row_seed
+    from star.engine.seeded_dropout import row_seeds
 except ImportError:  # plain nn.Dropout masks
     row_seed, row_seeds = None, None
 
@@ -44,7 +44,7 @@ def _seeded(seeds: Callable[[], list[int]], batch: PairBatch, enabled: bool = Tr
 
 @dataclass(frozen=True)
 class ScoreVariant:
-    """How a batched scorer is built; the defaults are star.scoring.score_pairs' choices."""
+    """How a batched scorer is built; the defaults are star.engine.scoring.score_pairs' choices."""
 
     fixed_len: int | None = None  # pad every batch to this many tokens (None: dynamic padding)
     bucket: bool = True  # length-bucketed batches (False: input order)
@@ -136,7 +136,7 @@ def scoring_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
     P, R = b.score.prompts[:n], b.score.responses[:n]
     k, size = b.al.mc_passes, b.al.batch_size
     ref, u = _timed(b, lambda: score_pairs(b.model, P, R, b.pad_id, size, passes=k, mc=k > 1, show_progress=False))
-    rows = [_row("scoring", "ours: star.scoring.score_pairs", ref, ref, "reference")]
+    rows = [_row("scoring", "ours: star.engine.scoring.score_pairs", ref, ref, "reference")]
     for name, (variant, note) in SCORE_VARIANTS.items():
         m, _ = _timed(b, lambda v=variant: score_variant(b.model, P, R, b.pad_id, size, k, v))
         rows.append(_row("scoring", name, m, ref, note))
@@ -190,7 +190,7 @@ def _bf16_row(b, P, R, ref: speedlib.Measurement) -> dict:  # noqa: ANN001
 
 @dataclass(frozen=True)
 class TrainVariant:
-    """How a training step is built; the defaults are star.training.train_adapter's choices."""
+    """How a training step is built; the defaults are star.engine.training.train_adapter's choices."""
 
     fixed_len: int | None = None  # pad every batch to this many tokens (None: dynamic padding)
     bucket: bool = True  # length-bucketed shuffled batches (False: plain shuffle)
@@ -259,7 +259,7 @@ def training_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
     cfg, seed = replace_epochs(b.train_cfg), b.args.seed
     fresh = lambda: reset_adapter(b.model, seed)  # noqa: E731
     ref, _ = _timed(b, lambda: train_adapter(b.model, P, R, b.pad_id, cfg, seed, show_progress=False), fresh)
-    rows = [_row("training", "ours: star.training.train_adapter", ref, ref, "reference")]
+    rows = [_row("training", "ours: star.engine.training.train_adapter", ref, ref, "reference")]
     for name, (variant, note) in TRAIN_VARIANTS.items():
         m, info = _timed(b, lambda v=variant: train_variant(b.model, P, R, b.pad_id, cfg, seed, v), fresh)
         rows.append(_row("training", name, m, ref, f"{note}; padding {100 * info['padding_share']:.0f}% of tokens"))

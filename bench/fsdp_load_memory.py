@@ -18,15 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+import speedlib
 import torch
 import torch.multiprocessing as mp
 
-import speedlib
-
 from star.config import LoraSettings, ModelConfig
-from star.distributed import exit_process, free_port
-from star.modeling import load_model
-from star.sharding import FsdpSettings, shard_from_main, shard_model
+from star.engine.modeling import load_model
+from star.parallel.distributed import exit_process, free_port
+from star.parallel.fsdp import FsdpSettings, shard_from_main, shard_model
 
 
 def _status_mb(key: str) -> float:
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                         "a dtype other than the checkpoint's makes every loading process convert a private copy")
     parser.add_argument("--out", default="bench/results/fsdp_load_memory.json")
     args = parser.parse_args(argv)
-    from star.modeling import resolve_model_path
+    from star.engine.modeling import resolve_model_path
 
     model = resolve_model_path(args.model)  # convert the embedded GGUF once, before the processes start
     rows = []

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from star.batching import encode_prompts, encode_responses
 from star.config import LoraSettings, ModelConfig, TaskConfig, TrainConfig
-from star.modeling import load_model, reset_adapter
-from star.scoring import score_pairs
+from star.engine.batching import encode_prompts, encode_responses
+from star.engine.modeling import load_model, reset_adapter
+from star.engine.scoring import score_pairs
+from star.engine.training import train_adapter
 from star.tasks import build_task
-from star.training import train_adapter
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -10,7 +10,7 @@ What is copied from the authors' release (and what bench/round_speed.py measures
   every batch, whatever the answer length.
 
 What is deliberately *not* a release choice but shared with `star` so that the comparison
-measures the pipeline and nothing else: the token ids (star.batching encoders, same cuts),
+measures the pipeline and nothing else: the token ids (star.engine.batching encoders, same cuts),
 the optimizer (AdamW, decay on lora_B only, linear schedule) and the MC-dropout context.
 Evaluation batches use the same batch size as ours (conservative: batching helps the baseline).
 """
@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from star.config import TrainConfig
-from star.modeling import mc_dropout
-from star.precision import autocast_to
-from star.training import linear_schedule, make_optimizer
+from star.engine.modeling import mc_dropout
+from star.engine.precision import autocast_to
+from star.engine.training import linear_schedule, make_optimizer
 
 RELEASE_MAX_LEN = 384  # 128 prompt + 256 answer tokens
 RELEASE_NEW_TOKENS = 256

@@ -2,7 +2,7 @@
 
 In one process, on the same model, data and settings, it times the three phases of a round
 (a) the release's way (bench/release_baseline.py), (b) the project's own path
-(star.scoring.score_pairs, star.training.train_adapter, star.evaluation.evaluate), and
+(star.engine.scoring.score_pairs, star.engine.training.train_adapter, star.engine.evaluation.evaluate), and
 (c) measures the hardware ceiling (fp32 / bf16 matmul GFLOP/s). It checks that our PE/ME
 equal the baseline's (gold responses, MC dropout off) and that the same top-k is selected,
 prints a table and writes it as JSON. `--ablations` measures the optimisations one at a time.
@@ -22,20 +22,27 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-
 import release_baseline as release
 import speedlib
-from star.batching import encode_prompts, encode_responses
-from star.config import ActiveLearningConfig, EvalConfig, LoraSettings, ModelConfig, TaskConfig, TrainConfig
-from star.evaluation import evaluate
-from star.modeling import load_model, reset_adapter
-from star.scoring import score_pairs
-from star.strategies import ScoreInputs, get_strategy
+import torch
+
+from star.al.strategies import ScoreInputs, get_strategy
+from star.config import (
+    ActiveLearningConfig,
+    EvalConfig,
+    LoraSettings,
+    ModelConfig,
+    TaskConfig,
+    TrainConfig,
+)
+from star.engine.batching import encode_prompts, encode_responses
+from star.engine.evaluation import evaluate
+from star.engine.modeling import load_model, reset_adapter
+from star.engine.precision import autocast_dtype, autocast_to
+from star.engine.scoring import score_pairs
+from star.engine.training import train_adapter
 from star.tasks import build_task
 from star.tasks.base import Example, Task
-from star.precision import autocast_dtype, autocast_to
-from star.training import train_adapter
 
 TOLERANCE = 1e-4  # |ours - baseline| <= TOLERANCE * max(1, |baseline|), per example, PE and ME
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from star.batching import encode_prompts, encode_responses
 from star.config import EvalConfig, RunConfig
-from star.generation import generate
-from star.modeling import adapter_disabled, load_model, reset_adapter
-from star.scoring import score_pairs
+from star.engine.batching import encode_prompts, encode_responses
+from star.engine.generation import generate
+from star.engine.modeling import adapter_disabled, load_model, reset_adapter
+from star.engine.scoring import score_pairs
+from star.engine.training import train_adapter
 from star.tasks import build_task
-from star.training import train_adapter
 
 
 def auroc(score: np.ndarray, wrong: np.ndarray) -> float:

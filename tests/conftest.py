@@ -64,9 +64,9 @@ def make_waiting_run():
 
     make_waiting_run(folder, task=None, n=4, rounds=2) -> (run path, the n query ids).
     """
+    from star.annotation.human import query_row, write_batch
     from star.config import build_config, dump_config
-    from star.human import query_row, write_batch
-    from star.runs import RunDir
+    from star.store.runs import RunDir
     from star.tasks import build_task
 
     def make(folder: Path, task: dict | None = None, n: int = 4, rounds: int = 2) -> tuple[Path, list[str]]:

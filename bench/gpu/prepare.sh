@@ -13,7 +13,7 @@ python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .gpu/whl pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 \
     gguf==0.19.0 transformers==5.24.0 peft==0.21.2
-gguf=$(python -c "from star.modeling import embedded_gguf_path; print(embedded_gguf_path())")
+gguf=$(python -c "from star.engine.modeling import embedded_gguf_path; print(embedded_gguf_path())")
 split -b 58M "$gguf" .gpu/model.part-   # .gpu/model.part-aa (call 1), .gpu/model.part-ab (call 2)
 sha256sum < "$gguf" | cut -d' ' -f1 > .gpu/model.sha256
 if [ -f "$DATA/train.jsonl" ]; then

@@ -1,7 +1,14 @@
 """star: STAR active learning (dynamic uncertainty + constraint LoRA) for data-efficient LLM fine-tuning."""
 
-from .config import RunConfig, build_config, load_config
-from .errors import ConfigError, DataError, ModelLoadError, PoolExhaustedError, RunStateError, StarError
+from star.config import RunConfig, build_config, load_config
+from star.errors import (
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    PoolExhaustedError,
+    RunStateError,
+    StarError,
+)
 
 __version__ = "0.1.0"
 
@@ -13,6 +20,6 @@ __all__ = [
 
 def run(config: RunConfig | dict | None = None, resume: str | None = None):  # noqa: ANN201
     """Run (or resume) an active-learning experiment; returns the per-round metrics."""
-    from .loop import run as _run
+    from star.loop import run as _run
 
     return _run(config, resume=resume)

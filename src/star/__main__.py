@@ -1,5 +1,5 @@
 """`python -m star` (and `accelerate launch -m star`) runs the CLI."""
 
-from .cli import entry
+from star.cli import entry
 
 entry()

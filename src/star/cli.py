@@ -7,7 +7,7 @@ from typing import NoReturn, Optional
 
 import typer
 
-from .errors import ConfigError, StarError
+from star.errors import ConfigError, StarError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="STAR: active learning with dynamic uncertainty and constraint LoRA.")
@@ -44,9 +44,9 @@ def run_command(
 ) -> None:
     """Run an active-learning experiment (no arguments: the embedded default). Override any
     option as section.option=value or --section.option value, e.g. al.rounds=3 --lora.r 4."""
-    from . import distributed
-    from .config import load_config
-    from .loop import run
+    from star.config import load_config
+    from star.loop import run
+    from star.parallel import distributed
 
     overrides = overrides_from_args(list(ctx.args))
     if resume is not None and (config is not None or overrides):
@@ -71,7 +71,7 @@ def run_command(
 @app.command("config", context_settings=_EXTRA)
 def config_command(ctx: typer.Context, config: Optional[str] = typer.Option(None, "--config", "-c")) -> None:
     """Print the resolved configuration (defaults, file and overrides) as YAML."""
-    from .config import dump_config, load_config
+    from star.config import dump_config, load_config
 
     typer.echo(dump_config(load_config(config, overrides_from_args(list(ctx.args)))), nl=False)
 
@@ -92,8 +92,14 @@ def compare_command(
 ) -> None:
     """Run a grid of strategies (and --arm ablations) x seeds on one task, then write a report to
     OUT/report/. Re-running the same command, or --resume OUT, continues an interrupted grid."""
-    from .compare import Arm, compare, parse_seeds, parse_strategies, resume_compare
-    from .config import load_config
+    from star.config import load_config
+    from star.experiments.compare import (
+        Arm,
+        compare,
+        parse_seeds,
+        parse_strategies,
+        resume_compare,
+    )
 
     overrides = overrides_from_args(list(ctx.args))
     if resume is not None:
@@ -119,7 +125,7 @@ def report_command(
     """Rebuild a comparison report (Markdown, HTML, JSON, PNG figures) from finished runs."""
     from pathlib import Path
 
-    from .report import write_report
+    from star.experiments.report import write_report
 
     if out is None and len(dirs) > 1:
         raise ConfigError("several DIRs need --out OUTDIR for the report",
@@ -134,7 +140,7 @@ def query_command(run_dir: str = typer.Argument(..., metavar="RUN", help="The ru
 
     The query itself (with the model's suggestions) is written by `star run` when it stops for
     labels (al.annotator=human); this command needs no model."""
-    from .human import open_round, write_todo
+    from star.annotation.human import open_round, write_todo
 
     open_ = open_round(run_dir)
     jsonl, csv_path, left = write_todo(open_)
@@ -158,7 +164,7 @@ def label_command(
 ) -> None:
     """Import answers into the open round: every line is checked first, then all are committed at once.
     With --correct, replace committed answers instead (any round, also of a finished run)."""
-    from .human import correct_labels, import_labels, open_round
+    from star.annotation.human import correct_labels, import_labels, open_round
 
     if correct:
         pairs = correct_labels(run_dir, file, annotator)
@@ -183,8 +189,8 @@ def annotate_command(
     annotator: str = typer.Option("web", "--annotator", help="Name recorded as human:NAME with each label."),
 ) -> None:
     """Serve a local page to answer the open round's query; each answer is committed as it is given."""
-    from .annotate import is_loopback, make_server
-    from .human import open_round
+    from star.annotation.human import open_round
+    from star.annotation.server import is_loopback, make_server
 
     server = make_server(run_dir, host, port, f"human:{annotator}")
     if not is_loopback(host):
@@ -226,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> NoReturn:
     """The `star` command and `python -m star`: `main`, then the exit (a launched worker skips teardown)."""
-    from .distributed import exit_process
+    from star.parallel.distributed import exit_process
 
     exit_process(main())
 

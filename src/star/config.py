@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from .errors import ConfigError
+from star.errors import ConfigError
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 
@@ -75,9 +83,9 @@ class ActiveLearningConfig(_Section):
     @classmethod
     def _registered(cls, v: str, info: ValidationInfo) -> str:
         """Each of these names must be in its registry (imported lazily: registries import config)."""
-        from .annotators import ANNOTATORS
-        from .schedules import SCHEDULES
-        from .strategies import STRATEGIES
+        from star.al.schedules import SCHEDULES
+        from star.al.strategies import STRATEGIES
+        from star.annotation.registry import ANNOTATORS
 
         registry = {"annotator": ANNOTATORS, "strategy": STRATEGIES, "schedule": SCHEDULES}[info.field_name]
         if v not in registry:

@@ -19,25 +19,33 @@ from typing import Any
 
 import numpy as np
 
-from . import distributed
-from .annotators import ANNOTATORS, Oracle
-from .batching import encode_prompts, encode_responses
-from .config import RunConfig, build_config, dump_config, load_stored_config
-from .console import print_rounds
-from .errors import ConfigError, PoolExhaustedError
-from .evaluation import evaluate
-from .generation import generate
-from .labels import LabelStore
-from .modeling import LoadedModel, adapter_disabled, check_model_config, load_adapter_weights, load_model, reset_adapter, save_adapter
-from .precision import autocast
-from .runs import RunDir, read_jsonl, write_json, write_jsonl
-from .schedules import lam
-from .scoring import Uncertainty, score_options, score_pairs
-from .sharding import adapter_state, shard_from_main, shard_model
-from .zero3 import partition_model
-from .strategies import ScoreInputs, Strategy, get_strategy
-from .tasks import Example, Task, build_task
-from .training import train_adapter
+from star.al.schedules import lam
+from star.al.strategies import ScoreInputs, Strategy, get_strategy
+from star.annotation.registry import ANNOTATORS, Oracle
+from star.config import RunConfig, build_config, dump_config, load_stored_config
+from star.console import print_rounds
+from star.engine.batching import encode_prompts, encode_responses
+from star.engine.evaluation import evaluate
+from star.engine.generation import generate
+from star.engine.modeling import (
+    LoadedModel,
+    adapter_disabled,
+    check_model_config,
+    load_adapter_weights,
+    load_model,
+    reset_adapter,
+    save_adapter,
+)
+from star.engine.precision import autocast
+from star.engine.scoring import Uncertainty, score_options, score_pairs
+from star.engine.training import train_adapter
+from star.errors import ConfigError, PoolExhaustedError
+from star.parallel import distributed
+from star.parallel.fsdp import adapter_state, shard_from_main, shard_model
+from star.parallel.zero3 import partition_model
+from star.store.labels import LabelStore
+from star.store.runs import RunDir, read_jsonl, write_json, write_jsonl
+from star.tasks import Example, Task, build_task
 
 log = logging.getLogger("star")
 _PURPOSES = {"initial": 1, "select": 2, "subsample": 3, "init": 4, "train": 5, "mc": 6}

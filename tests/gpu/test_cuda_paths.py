@@ -15,7 +15,7 @@ import torch
 
 from star import loop
 from star.config import build_config
-from star.seeded_dropout import RowSeededDropout, keep_hashed, row_seeds
+from star.engine.seeded_dropout import RowSeededDropout, keep_hashed, row_seeds
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

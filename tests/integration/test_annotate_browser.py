@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 import star.loop as loop
-from star.annotate import AnnotationServer, make_server
+from star.annotation.human import open_round, query_row, write_batch
+from star.annotation.server import AnnotationServer, make_server
 from star.config import build_config, dump_config, load_config
-from star.human import open_round, query_row, write_batch
-from star.labels import LabelStore
-from star.runs import RunDir
+from star.store.labels import LabelStore
+from star.store.runs import RunDir
 from star.tasks import build_task
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")

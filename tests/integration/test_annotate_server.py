@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from star import cli
-from star.annotate import AnnotationServer, make_server, split_host
+from star.annotation.server import AnnotationServer, make_server, split_host
 from star.errors import RunStateError
-from star.labels import LabelStore
+from star.store.labels import LabelStore
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import yaml
 
 import star.loop as loop
 from star.cli import main
-from star.compare import Arm, compare, parse_seeds, parse_strategies
-from star.errors import ConfigError, RunStateError
-
 from star.config import RunConfig
+from star.errors import ConfigError, RunStateError
+from star.experiments.compare import Arm, compare, parse_seeds, parse_strategies
 
 DEFAULT_SUBSAMPLE = RunConfig().al.score_subsample
 
@@ -134,7 +133,7 @@ def test_arm_and_seed_parsing():
 
 
 def test_cells_run_seed_major_so_a_stopped_grid_compares_arms_on_the_same_seeds(tiny_run_config, tmp_path):
-    from star.compare import plan
+    from star.experiments.compare import plan
 
     cells = plan(copy.deepcopy(tiny_run_config), parse_strategies("random,pe") + [Arm.parse("no-decay:train.weight_decay_b=0")],
                  [0, 1], tmp_path / "grid")
@@ -156,7 +155,7 @@ def _strip_precision(path: Path, *sections: str) -> None:
 
 def test_a_grid_written_before_the_precision_fields_resumes_with_its_old_behaviour(tiny_run_config, tmp_path):
     """Fields added later with a behaviour-changing default (train.precision) take the old value."""
-    from star.compare import resume_compare
+    from star.experiments.compare import resume_compare
 
     base = copy.deepcopy(tiny_run_config)
     base["al"]["rounds"] = 1
@@ -208,7 +207,7 @@ def test_a_failed_cell_is_named_with_its_log_and_the_others_still_report(tiny_ru
 
 
 def test_worker_env_gives_each_worker_a_gpu_or_its_share_of_the_cores(monkeypatch):
-    from star.grid_jobs import worker_env
+    from star.experiments.grid_jobs import worker_env
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert worker_env(0, 2, [], cores=8)["OMP_NUM_THREADS"] == "4"

@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from star.distributed import free_port
-from star.runs import RunDir, read_jsonl
+from star.parallel.distributed import free_port
+from star.store.runs import RunDir, read_jsonl
 
 pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(
     os.path.join(os.path.dirname(sys.executable), "accelerate")), reason="accelerate CLI not installed")
@@ -160,8 +160,8 @@ def test_deepspeed_zero3_two_processes_match_one(tiny_run_config: dict, tmp_path
 
 
 def test_num_processes_checks_the_config_before_launching_anything(tmp_path: Path, monkeypatch, capsys) -> None:
-    from star import distributed
     from star.cli import main
+    from star.parallel import distributed
 
     launched = []
     monkeypatch.setattr(distributed, "relaunch", lambda n, args, fsdp=False: launched.append((n, args, fsdp)) or 0)

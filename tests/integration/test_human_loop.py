@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 import star.loop as loop
+from star.annotation.human import import_labels, open_round
 from star.config import load_config
-from star.human import import_labels, open_round
-from star.labels import LabelStore
-from star.runs import RunDir, read_jsonl
+from star.store.labels import LabelStore
+from star.store.runs import RunDir, read_jsonl
 from star.tasks import build_task
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -110,7 +110,7 @@ sys.exit(main(["run", "--quiet", "--resume", sys.argv[3]]))
 
 _SLOW_SQL = """
 import pathlib, sys, time
-import star.labels as labels
+import star.store.labels as labels
 statement, marker = sys.argv[1], pathlib.Path(sys.argv[2])
 original = labels.LabelStore.__init__
 def init(self, path):

@@ -10,7 +10,7 @@ import pytest
 
 from star.errors import ConfigError
 from star.loop import run
-from star.runs import RunDir, read_jsonl
+from star.store.runs import RunDir, read_jsonl
 
 
 def _choice_data(folder: Path, n: int) -> Path:

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 import star.loop as loop
-from star.annotators import Oracle
-from star.runs import RunDir, read_jsonl
+from star.annotation.registry import Oracle
+from star.store.runs import RunDir, read_jsonl
 
 
 class Crash(Exception):
@@ -28,7 +28,7 @@ def _outcome(run_dir: Path) -> dict:
     rounds = run.finished_rounds()
     metrics = [{k: v for k, v in m.items() if k != "seconds"} for m in run.metrics()]
     scores = [read_jsonl(run.scores_path(t)) for t in rounds]
-    from star.labels import LabelStore
+    from star.store.labels import LabelStore
 
     store = LabelStore(run.labels_path)
     labels = [(lab.example_id, lab.answer, lab.round) for lab in store.all()]

@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from star.batching import collate_pairs
 from star.config import LoraSettings, ModelConfig
-from star.forward import response_loss
-from star.modeling import load_model
-from star.scoring import score_pairs
+from star.engine.batching import collate_pairs
+from star.engine.forward import response_loss
+from star.engine.modeling import load_model
+from star.engine.scoring import score_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import release_baseline  # noqa: E402

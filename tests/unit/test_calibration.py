@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from star.calibration import expected_calibration_error, reliability_bins
+from star.al.calibration import expected_calibration_error, reliability_bins
 
 
 def test_ece_hand_example() -> None:

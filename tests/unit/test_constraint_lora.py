@@ -7,14 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from star.seeded_dropout import RowSeededDropout
 from torch import nn
 
 from star.config import LoraSettings, ModelConfig, TrainConfig
-from star.modeling import adapter_disabled, load_model, lora_parameters, mc_dropout, reset_adapter
-from star.scoring import score_pairs
-from star.training import make_optimizer
+from star.engine.modeling import (
+    adapter_disabled,
+    load_model,
+    lora_parameters,
+    mc_dropout,
+    reset_adapter,
+)
+from star.engine.scoring import score_pairs
+from star.engine.seeded_dropout import RowSeededDropout
+from star.engine.training import make_optimizer
 
 PAD = 0
 PROMPTS = [[2, 40, 41, 42, 43], [2, 50], [2, 60, 61, 62, 63, 64, 65, 66], [2, 70, 71], [2, 33]]

@@ -15,9 +15,9 @@ import torch
 import torch.multiprocessing as mp
 
 from star.config import LoraSettings, ModelConfig
-from star.distributed import exit_process, free_port
-from star.modeling import load_model
-from star.sharding import FsdpSettings
+from star.engine.modeling import load_model
+from star.parallel.distributed import exit_process, free_port
+from star.parallel.fsdp import FsdpSettings
 
 LORA = LoraSettings(r=2, alpha=4, dropout=0.1)
 IDS = torch.tensor([[5, 9, 40, 77, 12, 3]])  # (1, 6)
@@ -35,7 +35,7 @@ def _reference(folder: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
 def _worker(rank: int, folder: str, port: int, out: str) -> None:
     import torch.distributed as tdist
 
-    from star.sharding import full_value, shard_from_main
+    from star.parallel.fsdp import full_value, shard_from_main
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
     tdist.init_process_group("gloo", rank=rank, world_size=2)
@@ -67,7 +67,7 @@ def _mismatch_worker(rank: int, folder: str, port: int, out: str) -> None:
     import torch.distributed as tdist
 
     from star.errors import ConfigError
-    from star.sharding import shard_from_main
+    from star.parallel.fsdp import shard_from_main
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
     tdist.init_process_group("gloo", rank=rank, world_size=2)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from star.annotators import Oracle
+from star.annotation.registry import Oracle
 from star.errors import DataError
-from star.labels import LabelStore
+from star.store.labels import LabelStore
 from star.tasks.base import Example
 
 

@@ -10,12 +10,18 @@ import pytest
 import yaml
 
 from star.cli import main
-from star.config import build_config, dump_config
+from star.config import RunConfig, build_config, dump_config
 from star.errors import RunStateError
-from star.report import document, find_runs, normalised_aulc, pool_reliability, render_markdown, summarise, write_report
-from star.runs import write_json
-
-from star.config import RunConfig
+from star.experiments.report import (
+    document,
+    find_runs,
+    normalised_aulc,
+    pool_reliability,
+    render_markdown,
+    summarise,
+    write_report,
+)
+from star.store.runs import write_json
 
 DEFAULT_SUBSAMPLE = RunConfig().al.score_subsample
 

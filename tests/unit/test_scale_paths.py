@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from star.batching import encode_prompts, encode_responses
 from star.cli import main
 from star.config import LoraSettings, ModelConfig, TrainConfig
-from star.distributed import Dist
+from star.engine.batching import encode_prompts, encode_responses
+from star.engine.modeling import load_model, reset_adapter
+from star.engine.scoring import score_pairs
+from star.engine.training import train_adapter
 from star.errors import ConfigError
-from star.modeling import load_model, reset_adapter
-from star.scoring import score_pairs
-from star.sharding import FsdpSettings, fsdp_settings, is_sharded
-from star.training import train_adapter
+from star.parallel.distributed import Dist
+from star.parallel.fsdp import FsdpSettings, fsdp_settings, is_sharded
 
 PROMPTS = ["Ava has 3 apples. How many?", "Ben has 12 coins and buys 4 more. How many?", "x?", "A longer question " * 4]
 ANSWERS = ["3", "12 + 4 = 16. The final answer is 16", "1", "The final answer is 7"]
@@ -132,7 +132,8 @@ def test_lockstep_share_tops_up_short_shares_only_when_parameters_are_sharded():
 
 
 def test_fsdp_with_a_4bit_base_is_refused_before_the_model_loads(tiny_run_config, monkeypatch):
-    from star import distributed, loop
+    from star import loop
+    from star.parallel import distributed
 
     monkeypatch.setattr(distributed, "init", lambda device: Dist(0, 2, fsdp=FsdpSettings()))
     monkeypatch.setattr(loop, "load_model", lambda *a: pytest.fail("the model must not load"))
@@ -148,8 +149,8 @@ def test_sharded_model_gets_peft_init_and_saved_weights_in_one_process(loaded, t
 
     import torch.distributed as tdist
 
-    from star.modeling import load_adapter_weights, save_adapter
-    from star.sharding import adapter_state, shard_model
+    from star.engine.modeling import load_adapter_weights, save_adapter
+    from star.parallel.fsdp import adapter_state, shard_model
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29517")
@@ -176,7 +177,7 @@ def test_sharded_model_gets_peft_init_and_saved_weights_in_one_process(loaded, t
 
 
 def test_precision_setting_picks_the_autocast_dtype(monkeypatch):
-    from star.precision import autocast_dtype
+    from star.engine.precision import autocast_dtype
 
     cpu = torch.device("cpu")
     assert autocast_dtype("fp32", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
@@ -210,7 +211,7 @@ def test_bf16_training_runs_matmuls_in_bf16_and_keeps_lora_weights_fp32(loaded):
 
 
 def test_bf16_scoring_keeps_statistics_fp32_and_close_to_fp32(loaded):
-    from star.precision import autocast
+    from star.engine.precision import autocast
 
     prompts, responses = _pairs(loaded)
     pad = loaded.tokenizer.pad_token_id
@@ -257,7 +258,7 @@ def test_launched_worker_exits_with_its_code_and_flushed_output_without_teardown
     import subprocess
     import sys
 
-    code = ("import atexit, logging; from star.distributed import exit_process; "
+    code = ("import atexit, logging; from star.parallel.distributed import exit_process; "
             "atexit.register(lambda: print('teardown')); logging.basicConfig(); logging.warning('logged'); "
             "print('done', end=''); exit_process(3)")
     env = {**os.environ, "WORLD_SIZE": world}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from star.seeded_dropout import RowSeededDropout, _mask_seed, row_seeds
+from star.engine.seeded_dropout import RowSeededDropout, _mask_seed, row_seeds
 
 
 def _reference(x_row: torch.Tensor, seed: int, layer_key: int, length: int, p: float) -> torch.Tensor:
@@ -50,7 +50,7 @@ def _lowbias32(x: int) -> int:
 
 
 def test_the_tensor_hash_is_exact_without_int64_overflow() -> None:
-    from star.seeded_dropout import _hash32
+    from star.engine.seeded_dropout import _hash32
 
     values = [0, 1, 2, 12345, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1] + torch.randint(0, 2**32, (200,),
                                                                                      generator=torch.Generator().manual_seed(0)).tolist()
@@ -60,7 +60,7 @@ def test_the_tensor_hash_is_exact_without_int64_overflow() -> None:
 
 
 def test_hashed_masks_are_per_row_keep_padding_and_drop_at_rate_p() -> None:
-    from star.seeded_dropout import keep_hashed
+    from star.engine.seeded_dropout import keep_hashed
 
     p, shape = 0.25, torch.Size((4, 64, 256))
     keep = keep_hashed(shape, [5, 6, 7, 8], [64, 64, 40, 1], layer_key=3, p=p, device="cpu")
@@ -79,7 +79,7 @@ def test_hashed_masks_are_per_row_keep_padding_and_drop_at_rate_p() -> None:
 
 
 def test_an_accelerator_forward_uses_the_hashed_mask(monkeypatch) -> None:
-    import star.seeded_dropout as sd
+    import star.engine.seeded_dropout as sd
 
     assert not sd.masks_on_device(torch.device("cpu")) and sd.masks_on_device(torch.device("meta"))
     monkeypatch.setattr(sd, "masks_on_device", lambda device: True)  # as on CUDA, but testable here

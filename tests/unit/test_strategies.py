@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from star.schedules import SCHEDULES, lam, linear
-from star.strategies import STRATEGIES, ScoreInputs, get_strategy, minmax, top_k
+from star.al.schedules import SCHEDULES, lam, linear
+from star.al.strategies import STRATEGIES, ScoreInputs, get_strategy, minmax, top_k
 
 
 def inputs(u_base, u_full, lam_t: float = 0.5, seed: int = 0) -> ScoreInputs:  # noqa: ANN001

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from star import forward
-from star.batching import collate_pairs
 from star.config import LoraSettings, ModelConfig
-from star.forward import sequence_scores, token_stats
-from star.modeling import load_model
-from star.scoring import score_pairs
+from star.engine import forward
+from star.engine.batching import collate_pairs
+from star.engine.forward import sequence_scores, token_stats
+from star.engine.modeling import load_model
+from star.engine.scoring import score_pairs
 
 PAD = 0
 # Hand-built (prompt, response) id lists of different lengths, deliberately not sorted by length.
@@ -198,7 +198,7 @@ def test_option_uncertainty_against_hand_values() -> None:
     """Closed-set label-free scores: entropy of the renormalised option distribution, -log of its max."""
     import math
 
-    from star.scoring import option_uncertainty
+    from star.engine.scoring import option_uncertainty
 
     # one example, two options with log p = log 0.2 and log 0.6 (renormalised: 0.25, 0.75), one pass
     logp = np.log(np.array([[[0.2], [0.6]]]))

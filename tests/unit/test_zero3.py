@@ -15,11 +15,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from star import zero3
 from star.config import LoraSettings, ModelConfig
-from star.distributed import exit_process, free_port
 from star.errors import ConfigError
-from star.zero3 import DeepSpeedSettings, deepspeed_settings
+from star.parallel import zero3
+from star.parallel.distributed import exit_process, free_port
+from star.parallel.zero3 import DeepSpeedSettings, deepspeed_settings
 
 # On a CPU, DeepSpeed compiles its communication op on first use.
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None and shutil.which("c++") is not None
@@ -98,7 +98,7 @@ def _partitioned(rank: int, folder: str, port: int):  # noqa: ANN202
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
     import torch.distributed as tdist
 
-    from star.modeling import load_model
+    from star.engine.modeling import load_model
 
     os.environ[zero3.PERSISTENCE_ENV] = "0"  # partition every parameter, even the tiny model's
     tdist.init_process_group("gloo", rank=rank, world_size=2)
@@ -109,8 +109,8 @@ def _partitioned(rank: int, folder: str, port: int):  # noqa: ANN202
 
 
 def _stats_worker(rank: int, folder: str, port: int, out: str) -> None:
-    from star import forward
-    from star.batching import collate_pairs
+    from star.engine import forward
+    from star.engine.batching import collate_pairs
 
     loaded = _partitioned(rank, folder, port)
     forward.LM_HEAD_CHUNK = 4  # several head chunks per batch, a different number on each process
@@ -125,8 +125,8 @@ def _stats_worker(rank: int, folder: str, port: int, out: str) -> None:
 
 @needs_deepspeed
 def test_scoring_applies_the_partitioned_head_in_chunks_whose_count_differs_between_processes(tiny_model_dir, tmp_path):
-    from star import forward
-    from star.modeling import load_model
+    from star.engine import forward
+    from star.engine.modeling import load_model
 
     _spawn(_stats_worker, str(tiny_model_dir), free_port(), str(tmp_path))
     torch.manual_seed(0)
@@ -140,8 +140,8 @@ def test_scoring_applies_the_partitioned_head_in_chunks_whose_count_differs_betw
 
 
 def _adapter_worker(rank: int, folder: str, port: int, out: str) -> None:
-    from star.modeling import load_adapter_weights, reset_adapter, save_adapter
-    from star.sharding import adapter_state, is_sharded
+    from star.engine.modeling import load_adapter_weights, reset_adapter, save_adapter
+    from star.parallel.fsdp import adapter_state, is_sharded
 
     loaded = _partitioned(rank, folder, port)
     assert all(is_sharded(p) for p in loaded.model.parameters())
@@ -159,8 +159,8 @@ def _adapter_worker(rank: int, folder: str, port: int, out: str) -> None:
 @needs_deepspeed
 def test_partitioned_adapters_get_peft_init_and_saved_weights(tiny_model_dir, tmp_path):
     """A fresh adapter equals peft's one-process draw; saved whole, it loads back into the partitions."""
-    from star.modeling import load_model, reset_adapter
-    from star.sharding import adapter_state
+    from star.engine.modeling import load_model, reset_adapter
+    from star.parallel.fsdp import adapter_state
 
     _spawn(_adapter_worker, str(tiny_model_dir), free_port(), str(tmp_path))
     reference = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.1))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..config import TaskConfig
-from ..errors import ConfigError
-from .arithmetic import ArithmeticTask
-from .base import AnswerType, Example, Task
-from .boolq import BoolQTask
-from .gsm8k import GSM8KTask
-from .jsonl import make_jsonl_task
-from .obqa import OBQATask
+from star.config import TaskConfig
+from star.errors import ConfigError
+from star.tasks.arithmetic import ArithmeticTask
+from star.tasks.base import AnswerType, Example, Task
+from star.tasks.boolq import BoolQTask
+from star.tasks.gsm8k import GSM8KTask
+from star.tasks.jsonl import make_jsonl_task
+from star.tasks.obqa import OBQATask
 
 TaskFactory = Callable[[TaskConfig], Task]
 TASKS: dict[str, TaskFactory] = {

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import random
 
-from .base import Example, Split, Task
-from .numeric import NumberAnswers
+from star.tasks.base import Example, Split, Task
+from star.tasks.numeric import NumberAnswers
 
 INSTRUCTION = "Answer the above question. First think step by step and then answer the final number."
 _NAMES = ["Ava", "Ben", "Carla", "Dev", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jon", "Kemi", "Liam"]

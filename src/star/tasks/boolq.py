@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from .files import FileTask
+from star.tasks.files import FileTask
 
 MARKER = "the correct answer is"
 _WORD = r"(?P<word>true|false|yes|no)(?!\w)"

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import TaskConfig
-from ..errors import ConfigError, DataError
-from .base import Example, Split, Task
+from star.config import TaskConfig
+from star.errors import ConfigError, DataError
+from star.tasks.base import Example, Split, Task
 
 #: Longest accepted line, in bytes; a longer one is almost surely not a JSON-lines record.
 MAX_LINE_BYTES = 1 << 20

@@ -8,9 +8,10 @@ answer is' mid-way (GSM8K train line 7158 does), while the target always ends wi
 
 from __future__ import annotations
 
-from .arithmetic import INSTRUCTION
-from .files import FileTask
-from .numeric import NumberAnswers, final_number, final_number_span  # noqa: F401 - re-exported
+from star.tasks.arithmetic import INSTRUCTION
+from star.tasks.files import FileTask
+from star.tasks.numeric import NumberAnswers, final_number, final_number_span  # noqa: F401 - re-exported
+
 
 class GSM8KTask(NumberAnswers, FileTask):
     """GSM8K from `<task.path>/{train,test}.jsonl`; ids are 'gsm8k-train-<line>' / 'gsm8k-test-<line>'."""

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 
-from ..config import TaskConfig
-from ..errors import ConfigError
-from .files import FileTask
-from .gsm8k import NumberAnswers
+from star.config import TaskConfig
+from star.errors import ConfigError
+from star.tasks.files import FileTask
+from star.tasks.gsm8k import NumberAnswers
 
 _MARKER = re.compile(r"answer\s*(?:is\b|[:=])", re.IGNORECASE)
 

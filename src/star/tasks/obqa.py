@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from .files import FileTask
+from star.tasks.files import FileTask
 
 LETTERS = ("A", "B", "C", "D")
 _PRE = r"[\s\"'*:]*"

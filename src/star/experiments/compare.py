@@ -2,7 +2,7 @@
 
     OUT/grid.yaml            the grid: base config, arms (name + overrides), seeds, cells
     OUT/<arm>/seed-<s>/      one normal run directory per cell (`star run --resume` works on it)
-    OUT/report/              report.md/.html/.json and the figures (`star.report`)
+    OUT/report/              report.md/.html/.json and the figures (`star.experiments.report`)
 
 Every cell's config is validated before any runs. Re-running the same grid (or
 `star compare --resume OUT`) skips finished cells, resumes unfinished ones and starts missing ones.
@@ -20,10 +20,16 @@ from typing import Any
 
 import yaml
 
-from .config import RunConfig, build_config, load_stored_config, parse_override, with_stored_defaults
-from .errors import ConfigError, RunStateError
-from .report import GRID_FILE, write_report
-from .runs import RunDir
+from star.config import (
+    RunConfig,
+    build_config,
+    load_stored_config,
+    parse_override,
+    with_stored_defaults,
+)
+from star.errors import ConfigError, RunStateError
+from star.experiments.report import GRID_FILE, write_report
+from star.store.runs import RunDir
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _RESERVED = {"report", "logs"}  # OUT/report/ and OUT/logs/ (parallel cells' output)
@@ -250,7 +256,7 @@ def _rounds_done(cell: Cell) -> int | None:
 
 def _run_cell(cell: Cell, i: int, n: int, show_progress: bool) -> None:
     """Skip a finished cell, resume an unfinished one, start a missing one."""
-    from . import loop
+    from star import loop
 
     done = _rounds_done(cell)
     total = cell.config.al.rounds
@@ -275,7 +281,7 @@ def _say(show: bool, text: str) -> None:
 
 def _run_parallel(cells: Sequence[Cell], jobs: int, out: Path, show_progress: bool) -> list[str]:
     """Run the unfinished cells in `jobs` worker processes; return one line per failed cell."""
-    from .grid_jobs import run_cells
+    from star.experiments.grid_jobs import run_cells
 
     todo = []
     for i, cell in enumerate(cells, 1):
@@ -296,7 +302,7 @@ def compare(base_config: RunConfig | dict[str, Any] | None, arms: Sequence[Arm],
             out_dir: str | os.PathLike[str], show_progress: bool = True, jobs: int = 1) -> Path:
     """Run (or continue) every arm x seed cell under `out_dir`, then write OUT/report/; returns that folder.
 
-    jobs > 1 runs that many cells at once, each in its own process (`star.grid_jobs`).
+    jobs > 1 runs that many cells at once, each in its own process (`star.experiments.grid_jobs`).
     """
     out = Path(out_dir)
     base = _base_dict(base_config)

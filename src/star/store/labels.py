@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
+from star.errors import DataError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS labels (

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .batching import PairBatch
-from .sharding import head_function, with_root_params
+from star.engine.batching import PairBatch
+from star.parallel.fsdp import head_function, with_root_params
 
 LM_HEAD_CHUNK = 256  # rows of (rows, V) logits materialised at once (~50 MB in fp32 for V = 49k)
 STATS_CHUNK = 16  # CPU: rows whose log-softmax is computed at once, small enough to stay in cache

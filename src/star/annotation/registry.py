@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from .labels import Label, LabelStore
-from .tasks.base import Example
+from star.store.labels import Label, LabelStore
+from star.tasks.base import Example
 
 if TYPE_CHECKING:
-    from .loop import Experiment
+    from star.loop import Experiment
 
 
 class Annotator(Protocol):
@@ -60,7 +60,7 @@ class Oracle:
 
 def _human(exp: "Experiment") -> Annotator:
     """People label through query files, `star label` and `star annotate` (imported lazily: no cycle)."""
-    from .human import HumanAnnotator
+    from star.annotation.human import HumanAnnotator
 
     return HumanAnnotator(exp)
 

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import seeded_dropout, sharding
-from .config import DEFAULT_MODEL, LoraSettings, ModelConfig
-from .errors import ConfigError, ModelLoadError
+from star.config import DEFAULT_MODEL, LoraSettings, ModelConfig
+from star.engine import seeded_dropout
+from star.errors import ConfigError, ModelLoadError
+from star.parallel import fsdp
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def load_base(config: ModelConfig, place: bool = True, weights: bool = True) -> 
 
     `place=False` leaves the weights in host memory (FSDP moves them to the device layer by layer).
     `weights=False` builds the modules on the meta device without reading the checkpoint: FSDP
-    processes other than the main one, which receive their shards from it (sharding.py).
+    processes other than the main one, which receive their shards from it (parallel/fsdp.py).
     """
     from transformers import AutoModelForCausalLM
 
@@ -265,7 +266,7 @@ def load_model(config: ModelConfig, lora: LoraSettings, place: bool = True, weig
 
     `place=False`: left in host memory for FSDP, which moves each layer to the device as it
     shards it, so a base larger than one GPU never sits whole on one. `weights=False`: a meta
-    skeleton, base and adapter alike, to be filled by `sharding.shard_from_main`.
+    skeleton, base and adapter alike, to be filled by `fsdp.shard_from_main`.
     """
     with _hub_progress(show_progress):
         base, tokenizer, device, dtype = load_base(config, place, weights)
@@ -289,8 +290,8 @@ def reset_adapter(model: nn.Module, seed: int) -> None:
         torch.manual_seed(seed)
         for layer in lora_layers(model):
             for name in layer.lora_A:
-                if sharding.is_sharded(layer.lora_A[name].weight):  # FSDP: drawn whole, as peft does, then sharded
-                    sharding.fresh_lora_(layer.lora_A[name].weight, layer.lora_B[name].weight)
+                if fsdp.is_sharded(layer.lora_A[name].weight):  # FSDP: drawn whole, as peft does, then sharded
+                    fsdp.fresh_lora_(layer.lora_A[name].weight, layer.lora_B[name].weight)
                 else:
                     layer.reset_lora_parameters(name, init_lora_weights=True)
 
@@ -331,7 +332,7 @@ def adapter_disabled(model: nn.Module) -> contextlib.AbstractContextManager[None
 def save_adapter(model: nn.Module, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
     """Adapter weights + config as safetensors (atomic: written to a temp folder, then renamed).
 
-    `state`: the adapter's whole tensors (`sharding.adapter_state`) when the model is FSDP-sharded.
+    `state`: the adapter's whole tensors (`fsdp.adapter_state`) when the model is FSDP-sharded.
     """
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -346,7 +347,7 @@ def load_adapter_weights(model: nn.Module, folder: Path) -> None:
     from safetensors.torch import load_file
 
     state = load_file(str(folder / "adapter_model.safetensors"))
-    if any(sharding.is_sharded(p) for p in model.parameters()):
-        sharding.load_adapter_state(model, state)
+    if any(fsdp.is_sharded(p) for p in model.parameters()):
+        fsdp.load_adapter_state(model, state)
     else:
         set_peft_model_state_dict(model, state)

@@ -23,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import RunConfig, load_stored_config
-from .errors import DataError, RunStateError
-from .labels import Label, LabelStore
-from .runs import RunDir, atomic_write, read_jsonl, write_jsonl
-from .tasks import Task, build_task
-from .tasks.files import MAX_LINE_BYTES
+from star.config import RunConfig, load_stored_config
+from star.errors import DataError, RunStateError
+from star.store.labels import Label, LabelStore
+from star.store.runs import RunDir, atomic_write, read_jsonl, write_jsonl
+from star.tasks import Task, build_task
+from star.tasks.files import MAX_LINE_BYTES
 
 if TYPE_CHECKING:
-    from .loop import Experiment
+    from star.loop import Experiment
 
 #: Columns of the exported CSV files, in order (todo files add `answer` after `suggestion`).
 QUERY_COLUMNS = ("id", "question", "suggestion", "score", "round", "answer_type", "choices", "raw_output")
@@ -120,8 +120,8 @@ def _tell(run: RunDir, t: int, missing: int, total: int) -> None:
 
 def export_query(exp: "Experiment", t: int, ids: Sequence[str]) -> list[dict[str, Any]]:
     """Write round t's query (question, model t-1's suggestion, score) as JSONL and CSV; return its rows."""
-    from .generation import generate
-    from .loop import load_live_adapter
+    from star.engine.generation import generate
+    from star.loop import load_live_adapter
 
     if t > 0:
         load_live_adapter(exp, t - 1)  # a resumed process starts with a fresh adapter: suggest with model t-1

@@ -25,7 +25,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from star.errors import ConfigError
 
 T = TypeVar("T")
 

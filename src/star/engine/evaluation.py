@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch import nn
 
-from .calibration import expected_calibration_error, reliability_bins
-from .config import EvalConfig
-from .generation import Generation, generate, token_char_ends
-from .tasks.base import Example, Task
+from star.al.calibration import expected_calibration_error, reliability_bins
+from star.config import EvalConfig
+from star.engine.generation import Generation, generate, token_char_ends
+from star.tasks.base import Example, Task
 
 
 @dataclass

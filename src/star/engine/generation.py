@@ -10,8 +10,8 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import LogitsProcessorList
 
-from . import distributed, zero3
-from .batching import length_batches
+from star.engine.batching import length_batches
+from star.parallel import distributed, zero3
 
 
 @dataclass

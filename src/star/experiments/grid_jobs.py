@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 
-from .config import dump_config
-from .runs import RunDir
+from star.config import dump_config
+from star.store.runs import RunDir
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed
-from .batching import PairBatch, collate_pairs, length_batches
-from .config import TrainConfig
-from .forward import response_logits
-from .modeling import lora_parameters
-from .precision import autocast_dtype, autocast_to
-from .scoring import row_seed
-from .seeded_dropout import row_seeds
+from star.config import TrainConfig
+from star.engine.batching import PairBatch, collate_pairs, length_batches
+from star.engine.forward import response_logits
+from star.engine.modeling import lora_parameters
+from star.engine.precision import autocast_dtype, autocast_to
+from star.engine.scoring import row_seed
+from star.engine.seeded_dropout import row_seeds
+from star.parallel import distributed
 
 
 @dataclass
@@ -122,7 +122,7 @@ class _Stepper:
         self.module: nn.Module = ResponseLoss(model)
         device = next(model.parameters()).device
         if dist.deepspeed is not None:
-            from .zero3 import training_engine
+            from star.parallel.zero3 import training_engine
 
             engine = training_engine(model, self.module, optimizer, dist.deepspeed, device, dist.world)
             self.engine = self.module = self._blocks.enter_context(engine)

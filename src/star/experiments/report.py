@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .config import RunConfig, load_stored_config
-from .errors import ConfigError, RunStateError
-from .runs import RunDir, write_json
+from star.config import RunConfig, load_stored_config
+from star.errors import ConfigError, RunStateError
+from star.store.runs import RunDir, write_json
 
 GRID_FILE = "grid.yaml"
 KNOBS = ("model.name", "task.name", "task.pool_size", "task.test_size", "al.score_subsample",

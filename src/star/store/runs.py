@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import RunStateError
+from star.errors import RunStateError
 
 
 def atomic_write(path: Path, text: str) -> None:

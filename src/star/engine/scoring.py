@@ -15,11 +15,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed, zero3
-from .batching import collate_pairs, length_batches
-from .forward import sequence_scores
-from .modeling import mc_dropout
-from .seeded_dropout import row_seeds
+from star.engine.batching import collate_pairs, length_batches
+from star.engine.forward import sequence_scores
+from star.engine.modeling import mc_dropout
+from star.engine.seeded_dropout import row_seeds
+from star.parallel import distributed, zero3
 
 
 @dataclass

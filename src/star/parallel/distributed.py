@@ -19,8 +19,8 @@ from typing import Any, NoReturn, TypeVar
 
 import torch
 
-from .sharding import FsdpSettings, fsdp_settings
-from .zero3 import DeepSpeedSettings, deepspeed_settings
+from star.parallel.fsdp import FsdpSettings, fsdp_settings
+from star.parallel.zero3 import DeepSpeedSettings, deepspeed_settings
 
 T = TypeVar("T")
 
@@ -128,7 +128,7 @@ def check_engine() -> tuple[FsdpSettings | None, DeepSpeedSettings | None]:
     Refuses Megatron-LM, and settings star cannot honour, before the model loads. DDP, FSDP
     (through torch's FSDP2, sharding.py) and DeepSpeed ZeRO-3 (zero3.py) are supported.
     """
-    from .errors import ConfigError
+    from star.errors import ConfigError
 
     if os.environ.get("ACCELERATE_USE_MEGATRON_LM", "").lower() in ("1", "true", "yes"):
         raise ConfigError("this run was launched with Megatron-LM (accelerate set ACCELERATE_USE_MEGATRON_LM); "

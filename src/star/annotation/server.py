@@ -2,7 +2,7 @@
 
 Routes (nothing else is served; no route reads a path from the request):
 
-    GET  /            the page (annotate_page.html)     GET /page.js   its script
+    GET  /            the page (page.html)     GET /page.js   its script
     GET  /api/items   the open round's batch, with the labels committed so far
     POST /api/label   {"id", "answer"[, "annotator"]}: checked, committed, then 200
 
@@ -23,17 +23,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import DataError, StarError
-from .human import AlreadyLabelled, commit_answer, open_round
+from star.annotation.human import AlreadyLabelled, commit_answer, open_round
+from star.errors import DataError, StarError
 
 #: Largest accepted request body (one answer), in bytes.
 MAX_BODY = 1 << 20
 _NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'none'; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-_STATIC = {"/": ("annotate_page.html", "text/html; charset=utf-8"),
-           "/index.html": ("annotate_page.html", "text/html; charset=utf-8"),
-           "/page.js": ("annotate_page.js", "text/javascript; charset=utf-8")}
+_STATIC = {"/": ("page.html", "text/html; charset=utf-8"),
+           "/index.html": ("page.html", "text/html; charset=utf-8"),
+           "/page.js": ("page.js", "text/javascript; charset=utf-8")}
 
 
 def is_loopback(host: str) -> bool:
@@ -56,7 +56,7 @@ class AnnotationServer(ThreadingHTTPServer):
         self.run_dir = Path(run_dir)
         self.annotator = annotator
         self.lock = threading.Lock()
-        self.pages = {name: resources.files("star").joinpath(name).read_bytes() for name, _ in _STATIC.values()}
+        self.pages = {name: resources.files("star.annotation").joinpath(name).read_bytes() for name, _ in _STATIC.values()}
         open_round(self.run_dir)  # fail now, with the reason, rather than on the first request
         super().__init__((host, port), _Handler)
 

@@ -24,8 +24,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from . import zero3
-from .errors import ConfigError
+from star.errors import ConfigError
+from star.parallel import zero3
 
 T = TypeVar("T")
 
@@ -104,7 +104,11 @@ def shard_model(model: nn.Module, settings: FsdpSettings, device: torch.device) 
     """
     import torch.distributed as tdist
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard, register_fsdp_forward_method
+    from torch.distributed.fsdp import (
+        CPUOffloadPolicy,
+        fully_shard,
+        register_fsdp_forward_method,
+    )
 
     causal_lm = model.get_base_model()
     names = settings.layer_classes or tuple(getattr(causal_lm, "_no_split_modules", None) or ())

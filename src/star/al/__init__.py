@@ -1,0 +1,1 @@
+"""Layer 1, pure numpy: strategies, lambda schedules, calibration, uncertainty arrays, derived seeds."""
