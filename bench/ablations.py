@@ -27,7 +27,7 @@ from star.engine.scoring import score_pairs
 from star.engine.training import linear_schedule, make_optimizer, train_adapter
 
 try:  # row-seeded LoRA dropout (each example's mask from its own seed), when this star has it
-    from star.engine.scoring import row_seed
+    from star.al.seeds import row_seed
     from star.engine.seeded_dropout import row_seeds
 except ImportError:  # plain nn.Dropout masks
     row_seed, row_seeds = None, None

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from star.config import EvalConfig, RunConfig
+from star.config import RunConfig
 from star.engine.batching import encode_prompts, encode_responses
 from star.engine.generation import generate
 from star.engine.modeling import adapter_disabled, load_model, reset_adapter

@@ -23,9 +23,14 @@ from pydantic import (
     model_validator,
 )
 
+from star.al.schedules import SCHEDULES, lambda_at
+from star.al.strategies import STRATEGIES
 from star.errors import ConfigError
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
+#: Names `al.annotator` accepts. The annotators live above this layer (star.annotation.registry);
+#: tests/unit/test_config.py pins this tuple to that registry.
+ANNOTATOR_NAMES = ("oracle", "human")
 
 
 class _Section(BaseModel):
@@ -82,15 +87,20 @@ class ActiveLearningConfig(_Section):
     @field_validator("annotator", "strategy", "schedule")
     @classmethod
     def _registered(cls, v: str, info: ValidationInfo) -> str:
-        """Each of these names must be in its registry (imported lazily: registries import config)."""
-        from star.al.schedules import SCHEDULES
-        from star.al.strategies import STRATEGIES
-        from star.annotation.registry import ANNOTATORS
-
-        registry = {"annotator": ANNOTATORS, "strategy": STRATEGIES, "schedule": SCHEDULES}[info.field_name]
-        if v not in registry:
-            raise ValueError(f"unknown {info.field_name} {v!r}; choose one of {', '.join(registry)}")
+        """Each of these names must be one the run can build."""
+        names = {"annotator": ANNOTATOR_NAMES, "strategy": tuple(STRATEGIES), "schedule": tuple(SCHEDULES)}[info.field_name]
+        if v not in names:
+            raise ValueError(f"unknown {info.field_name} {v!r}; choose one of {', '.join(names)}")
         return v
+
+    @property
+    def labels_needed(self) -> int:
+        """Labels a whole run acquires: al.initial + (al.rounds - 1) x al.query."""
+        return self.initial + (self.rounds - 1) * self.query
+
+    def lambda_at(self, t: int) -> float:
+        """lambda(t) of the dynamic mix after model t (0 = the model trained on L0)."""
+        return lambda_at(self.schedule, t, self.schedule_horizon or self.rounds, self.schedule_value)
 
 
 class LoraSettings(_Section):
@@ -145,17 +155,12 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _check_budget(self) -> "RunConfig":
-        need = self.al.initial + (self.al.rounds - 1) * self.al.query
-        if self.task.pool_size < need:
+        if self.task.pool_size < self.al.labels_needed:
             raise ValueError(
                 f"task.pool_size={self.task.pool_size} is smaller than al.initial + (al.rounds - 1) * al.query"
-                f" = {need}; raise task.pool_size or lower al.initial / al.query / al.rounds"
+                f" = {self.al.labels_needed}; raise task.pool_size or lower al.initial / al.query / al.rounds"
             )
         return self
-
-    def labels_after(self, round_index: int) -> int:
-        """Labelled-set size the model of round `round_index` is trained on."""
-        return self.al.initial + round_index * self.al.query
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from star.al.schedules import lam
+from star.al.seeds import derive_seed
 from star.al.strategies import ScoreInputs, Strategy, get_strategy
+from star.al.uncertainty import Uncertainty
 from star.annotation.registry import ANNOTATORS, Oracle
 from star.config import RunConfig, build_config, dump_config, load_stored_config
 from star.console import print_rounds
@@ -37,23 +38,18 @@ from star.engine.modeling import (
     save_adapter,
 )
 from star.engine.precision import autocast
-from star.engine.scoring import Uncertainty, score_options, score_pairs
+from star.engine.scoring import score_options, score_pairs
 from star.engine.training import train_adapter
 from star.errors import ConfigError, PoolExhaustedError
 from star.parallel import distributed
 from star.parallel.fsdp import adapter_state, shard_from_main, shard_model
 from star.parallel.zero3 import partition_model
+from star.store.io import read_jsonl, write_json, write_jsonl
 from star.store.labels import LabelStore
-from star.store.runs import RunDir, read_jsonl, write_json, write_jsonl
+from star.store.runs import RunDir
 from star.tasks import Example, Task, build_task
 
 log = logging.getLogger("star")
-_PURPOSES = {"initial": 1, "select": 2, "subsample": 3, "init": 4, "train": 5, "mc": 6}
-
-
-def derive_seed(seed: int, round_index: int, purpose: str) -> int:
-    """An independent, reproducible seed for one (run seed, round, purpose)."""
-    return int(np.random.SeedSequence([seed, round_index, _PURPOSES[purpose]]).generate_state(1)[0])
 
 
 @dataclass
@@ -73,7 +69,7 @@ class Experiment:
     test_prompts: list[list[int]]
     dist: distributed.Dist = field(default_factory=distributed.Dist)
     show_progress: bool = True
-    base: dict[str, float] = field(default_factory=dict)  # id -> u_base (strategy's measure)
+    base_scores: dict[str, float] = field(default_factory=dict)  # id -> u_base (the strategy's measure)
     live_round: int = -1  # round whose adapter is loaded; -1 = fresh
 
     @property
@@ -83,7 +79,7 @@ class Experiment:
 
 
 def _check_pool(config: RunConfig, pool: list[Example]) -> None:
-    need = config.al.initial + (config.al.rounds - 1) * config.al.query
+    need = config.al.labels_needed
     if len(pool) < need:
         raise PoolExhaustedError(
             f"the pool of task {config.task.name!r} has {len(pool)} examples but the run needs {need}"
@@ -205,22 +201,19 @@ def _responses(exp: Experiment, idx: list[int], use_base: bool) -> list[list[int
 
 def _uncertainty(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> Uncertainty:
     """Generation and scoring of pool examples `idx`, in al.precision."""
-    with autocast(exp.config.al.precision, exp.model.device):
-        return _uncertainty_of(exp, idx, use_base, seed)
-
-
-def _uncertainty_of(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> Uncertainty:
     cfg = exp.config.al
     prompts = [exp.pool_prompts[i] for i in idx]
     mc = cfg.mc_dropout and not use_base and cfg.mc_passes > 1
-    if cfg.response == "options":
-        options = encode_responses(exp.model.tokenizer, exp.task.choice_texts() or [], exp.config.train.max_answer_tokens)
-        return score_options(exp.model.model, prompts, options, exp.pad_id, cfg.batch_size, passes=cfg.mc_passes,
-                             mc=mc, seed=seed, show_progress=exp.show_progress)
-    responses = _responses(exp, idx, use_base)
-    return score_pairs(exp.model.model, prompts, responses, exp.pad_id, cfg.batch_size, passes=cfg.mc_passes,
-                       mc=mc, seed=seed, desc="score (base)" if use_base else "score (pool)",
-                       show_progress=exp.show_progress)
+    with autocast(cfg.precision, exp.model.device):
+        if cfg.response == "options":
+            options = encode_responses(exp.model.tokenizer, exp.task.choice_texts() or [],
+                                       exp.config.train.max_answer_tokens)
+            return score_options(exp.model.model, prompts, options, exp.pad_id, cfg.batch_size, passes=cfg.mc_passes,
+                                 mc=mc, seed=seed, show_progress=exp.show_progress)
+        responses = _responses(exp, idx, use_base)
+        return score_pairs(exp.model.model, prompts, responses, exp.pad_id, cfg.batch_size, passes=cfg.mc_passes,
+                           mc=mc, seed=seed, desc="score (base)" if use_base else "score (pool)",
+                           show_progress=exp.show_progress)
 
 
 def ensure_base_scores(exp: Experiment, idx: list[int]) -> None:
@@ -229,9 +222,9 @@ def ensure_base_scores(exp: Experiment, idx: list[int]) -> None:
     if not exp.strategy.uses_base or measure is None:
         return
     path = exp.run.base_scores_path
-    if not exp.base and path.is_file():
-        exp.base = {r["id"]: r[measure] for r in read_jsonl(path)}
-    missing = [i for i in idx if exp.pool[i].id not in exp.base]
+    if not exp.base_scores and path.is_file():
+        exp.base_scores = {r["id"]: r[measure] for r in read_jsonl(path)}
+    missing = [i for i in idx if exp.pool[i].id not in exp.base_scores]
     if not missing:
         return
     with adapter_disabled(exp.model.model):
@@ -240,7 +233,7 @@ def ensure_base_scores(exp: Experiment, idx: list[int]) -> None:
     rows += [{"id": exp.pool[i].id, "pe": float(u.pe[j].mean()), "me": float(u.me[j].mean())} for j, i in enumerate(missing)]
     if exp.dist.is_main:
         write_jsonl(path, rows)
-    exp.base.update({exp.pool[i].id: float(getattr(u, measure)[j].mean()) for j, i in enumerate(missing)})
+    exp.base_scores.update({exp.pool[i].id: float(getattr(u, measure)[j].mean()) for j, i in enumerate(missing)})
 
 
 # --- selection -------------------------------------------------------------------------------
@@ -271,12 +264,12 @@ def select_round(exp: Experiment, t: int) -> tuple[list[str], float | None]:
     ids = [exp.pool[i].id for i in idx]
     if t > 0 or cfg.al.score_subsample is None:  # round 0 scores the whole pool only when unsubsampled
         ensure_base_scores(exp, idx)
-    u_base = np.array([exp.base[i] for i in ids]) if all(i in exp.base for i in ids) and exp.base else None
+    u_base = np.array([exp.base_scores[i] for i in ids]) if all(i in exp.base_scores for i in ids) and exp.base_scores else None
     strategy, lam_t, u_full = exp.strategy, None, None
     if t == 0:
         strategy = get_strategy("random")  # L0 is a random draw, whatever the strategy
     else:
-        lam_t = lam(cfg.al.schedule, t - 1, cfg.al.schedule_horizon or cfg.al.rounds, cfg.al.schedule_value)
+        lam_t = cfg.al.lambda_at(t - 1)
         if strategy.uses_full and strategy.measure is not None:
             load_live_adapter(exp, t - 1)
             u_full = _uncertainty(exp, idx, use_base=False, seed=derive_seed(cfg.seed, t, "mc")).mean(strategy.measure)
@@ -347,7 +340,7 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
     if selected is None:
         selected, lam_t = select_round(exp, t)
     else:
-        lam_t = None if t == 0 else lam(cfg.al.schedule, t - 1, cfg.al.schedule_horizon or cfg.al.rounds, cfg.al.schedule_value)
+        lam_t = None if t == 0 else cfg.al.lambda_at(t - 1)
     seconds["score"] = time.perf_counter() - clock
     clock = time.perf_counter()
     if exp.dist.is_main:

@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from star.parallel.distributed import free_port
-from star.store.runs import RunDir, read_jsonl
+from star.store.io import read_jsonl
+from star.store.runs import RunDir
 
 pytestmark = pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(
     os.path.join(os.path.dirname(sys.executable), "accelerate")), reason="accelerate CLI not installed")

@@ -17,8 +17,9 @@ import pytest
 import star.loop as loop
 from star.annotation.human import import_labels, open_round
 from star.config import load_config
+from star.store.io import read_jsonl
 from star.store.labels import LabelStore
-from star.store.runs import RunDir, read_jsonl
+from star.store.runs import RunDir
 from star.tasks import build_task
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -10,7 +10,8 @@ import pytest
 
 from star.errors import ConfigError
 from star.loop import run
-from star.store.runs import RunDir, read_jsonl
+from star.store.io import read_jsonl
+from star.store.runs import RunDir
 
 
 def _choice_data(folder: Path, n: int) -> Path:

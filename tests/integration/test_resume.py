@@ -15,7 +15,8 @@ import yaml
 
 import star.loop as loop
 from star.annotation.registry import Oracle
-from star.store.runs import RunDir, read_jsonl
+from star.store.io import read_jsonl
+from star.store.runs import RunDir
 
 
 class Crash(Exception):

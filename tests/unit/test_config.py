@@ -266,3 +266,17 @@ def test_a_stored_config_missing_a_later_field_keeps_its_old_behaviour(tmp_path)
     stored["train"]["precision"] = "bf16"
     path.write_text(yaml.safe_dump(stored))
     assert load_stored_config(path).train.precision == "bf16"  # a recorded value always wins
+
+
+def test_annotator_names_are_the_registry():
+    """config validates al.annotator against a plain tuple (it sits below annotation); it must match the registry."""
+    from star.annotation.registry import ANNOTATORS
+    from star.config import ANNOTATOR_NAMES
+
+    assert set(ANNOTATOR_NAMES) == set(ANNOTATORS)
+
+
+def test_labels_needed_and_lambda_come_from_the_config():
+    cfg = build_config({"al": {"initial": 10, "query": 5, "rounds": 4, "schedule": "linear"}})
+    assert cfg.al.labels_needed == 10 + 3 * 5
+    assert [cfg.al.lambda_at(t) for t in range(3)] == pytest.approx([0.75, 0.5, 0.25])  # 1 - (t + 1) / T, T = rounds

@@ -14,8 +14,8 @@ from star.annotation.human import import_labels, open_round
 from star.cli import main
 from star.config import build_config
 from star.errors import ConfigError, DataError, RunStateError
+from star.store.io import read_jsonl, write_json
 from star.store.labels import LabelStore
-from star.store.runs import read_jsonl, write_json
 from star.tasks import build_task
 from star.tasks.files import MAX_LINE_BYTES
 from star.tasks.files import read_jsonl as read_task_jsonl

@@ -21,7 +21,7 @@ from star.experiments.report import (
     summarise,
     write_report,
 )
-from star.store.runs import write_json
+from star.store.io import write_json
 
 DEFAULT_SUBSAMPLE = RunConfig().al.score_subsample
 

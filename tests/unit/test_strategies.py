@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from star.al.schedules import SCHEDULES, lam, linear
+from star.al.schedules import SCHEDULES, lambda_at, linear
 from star.al.strategies import STRATEGIES, ScoreInputs, get_strategy, minmax, top_k
 
 
@@ -156,7 +156,7 @@ def test_random_ignores_the_scores() -> None:
 def test_linear_is_the_release_schedule() -> None:
     values = [linear(t, 10) for t in range(9)]  # models 0..8 select the 9 queries of T = 10
     np.testing.assert_allclose(values, [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1], atol=1e-12)
-    assert [lam("linear", t, 10) for t in range(9)] == values
+    assert [lambda_at("linear", t, 10) for t in range(9)] == values
     assert linear(9, 10) == pytest.approx(0.0)
     assert linear(20, 10) == 0.0  # never negative past the horizon
 
@@ -164,7 +164,7 @@ def test_linear_is_the_release_schedule() -> None:
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 @pytest.mark.parametrize("horizon", [2, 4, 10])
 def test_every_schedule_is_monotone_non_increasing_within_0_1(name: str, horizon: int) -> None:
-    values = [lam(name, t, horizon, 0.5) for t in range(horizon)]
+    values = [lambda_at(name, t, horizon, 0.5) for t in range(horizon)]
     assert all(0.0 <= v <= 1.0 for v in values)
     assert all(a >= b for a, b in zip(values, values[1:]))
     if name != "constant":
@@ -174,10 +174,10 @@ def test_every_schedule_is_monotone_non_increasing_within_0_1(name: str, horizon
 
 @pytest.mark.parametrize("value", [0.0, 0.25, 1.0])
 def test_constant_returns_its_value(value: float) -> None:
-    assert {lam("constant", t, 10, value) for t in range(10)} == {value}
+    assert {lambda_at("constant", t, 10, value) for t in range(10)} == {value}
 
 
 def test_exponential_and_cosine_values() -> None:
-    assert [lam("exponential", t, 10, 0.5) for t in range(3)] == [0.5, 0.25, 0.125]
-    assert lam("cosine", 4, 10) == pytest.approx(0.5)  # half-way: (t + 1) / T = 0.5
-    assert lam("cosine", 9, 10) == pytest.approx(0.0, abs=1e-12)
+    assert [lambda_at("exponential", t, 10, 0.5) for t in range(3)] == [0.5, 0.25, 0.125]
+    assert lambda_at("cosine", 4, 10) == pytest.approx(0.5)  # half-way: (t + 1) / T = 0.5
+    assert lambda_at("cosine", 9, 10) == pytest.approx(0.0, abs=1e-12)

@@ -198,7 +198,7 @@ def test_option_uncertainty_against_hand_values() -> None:
     """Closed-set label-free scores: entropy of the renormalised option distribution, -log of its max."""
     import math
 
-    from star.engine.scoring import option_uncertainty
+    from star.al.uncertainty import option_uncertainty
 
     # one example, two options with log p = log 0.2 and log 0.6 (renormalised: 0.25, 0.75), one pass
     logp = np.log(np.array([[[0.2], [0.6]]]))

@@ -35,6 +35,6 @@ def constant(t: int, horizon: int, value: float = 0.5) -> float:
 SCHEDULES: dict[str, Schedule] = {"linear": linear, "cosine": cosine, "exponential": exponential, "constant": constant}
 
 
-def lam(name: str, t: int, horizon: int, value: float = 0.5) -> float:
+def lambda_at(name: str, t: int, horizon: int, value: float = 0.5) -> float:
     """lambda(t) of the named schedule."""
     return SCHEDULES[name](t, horizon, value)

@@ -33,7 +33,7 @@ class ScoreInputs:
 
     u_base: np.ndarray | None
     u_full: np.ndarray | None
-    lam: float
+    lambda_t: float
     rng: np.random.Generator
     n: int
 
@@ -88,7 +88,7 @@ class DynamicStrategy(Strategy):
     uses_base = uses_full = True
 
     def score(self, x: ScoreInputs) -> np.ndarray:
-        return x.lam * minmax(x.u_base) + (1.0 - x.lam) * minmax(x.u_full)
+        return x.lambda_t * minmax(x.u_base) + (1.0 - x.lambda_t) * minmax(x.u_full)
 
 
 def _named(base: type[Strategy], name: str, measure: Measure) -> type[Strategy]:

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from star.config import RunConfig, load_stored_config
 from star.errors import DataError, RunStateError
+from star.store.io import atomic_write, read_jsonl, write_jsonl
 from star.store.labels import Label, LabelStore
-from star.store.runs import RunDir, atomic_write, read_jsonl, write_jsonl
+from star.store.runs import RunDir
 from star.tasks import Task, build_task
 from star.tasks.files import MAX_LINE_BYTES
 

@@ -8,35 +8,19 @@ from its own seed (`seeded_dropout`), so scores do not depend on batching or pro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from star.al.seeds import row_seed
+from star.al.uncertainty import Uncertainty, option_uncertainty
 from star.engine.batching import collate_pairs, length_batches
 from star.engine.forward import sequence_scores
 from star.engine.modeling import mc_dropout
 from star.engine.seeded_dropout import row_seeds
 from star.parallel import distributed, zero3
-
-
-@dataclass
-class Uncertainty:
-    """PE and ME per example and pass: (n, K) each."""
-
-    pe: np.ndarray
-    me: np.ndarray
-
-    def mean(self, measure: str) -> np.ndarray:
-        """(n,) the mean over passes of 'pe' or 'me'."""
-        return getattr(self, measure).mean(axis=1)
-
-
-def row_seed(seed: int, index: int, k: int) -> int:
-    """The dropout seed of example `index` in pass `k`."""
-    return (seed * 0x9E3779B1 + index * 0x85EBCA77 + k * 0xC2B2AE3D) % (2**62)
 
 
 def _score_batch(model: nn.Module, idx: list[int], prompts: Sequence[list[int]], responses: Sequence[list[int]],
@@ -92,20 +76,6 @@ def score_pairs(model: nn.Module, prompts: Sequence[list[int]], responses: Seque
     me = np.zeros((len(prompts), passes), dtype=np.float64)
     for idx, b_pe, b_me in dist.gather(done):
         pe[idx], me[idx] = b_pe, b_me
-    return Uncertainty(pe, me)
-
-
-def option_uncertainty(option_logp: np.ndarray) -> Uncertainty:
-    """Label-free uncertainty over a closed answer set from log p(option) of shape (n, C, K).
-
-    The option probabilities are renormalised over the C options; ME is the entropy of that
-    distribution and PE is -log of its largest probability (the model's own answer), per pass.
-    """
-    shifted = option_logp - option_logp.max(axis=1, keepdims=True)  # (n, C, K)
-    log_norm = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (n, C, K)
-    probs = np.exp(log_norm)
-    me = -(probs * log_norm).sum(axis=1)  # (n, K)
-    pe = -log_norm.max(axis=1)  # (n, K)
     return Uncertainty(pe, me)
 
 

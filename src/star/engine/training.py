@@ -17,12 +17,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from star.al.seeds import row_seed
 from star.config import TrainConfig
 from star.engine.batching import PairBatch, collate_pairs, length_batches
 from star.engine.forward import response_logits
 from star.engine.modeling import lora_parameters
 from star.engine.precision import autocast_dtype, autocast_to
-from star.engine.scoring import row_seed
 from star.engine.seeded_dropout import row_seeds
 from star.parallel import distributed
 

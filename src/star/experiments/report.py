@@ -33,7 +33,8 @@ import yaml
 
 from star.config import RunConfig, load_stored_config
 from star.errors import ConfigError, RunStateError
-from star.store.runs import RunDir, write_json
+from star.store.io import write_json
+from star.store.runs import RunDir
 
 GRID_FILE = "grid.yaml"
 KNOBS = ("model.name", "task.name", "task.pool_size", "task.test_size", "al.score_subsample",

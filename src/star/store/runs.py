@@ -1,4 +1,4 @@
-"""The run directory: one object owns its layout, atomic writes, and which rounds are finished.
+"""The run directory: one object owns its layout and knows which rounds are finished.
 
     DIR/config.yaml              resolved config
     DIR/labels.sqlite            every label (the labelled set is derived from it)
@@ -11,40 +11,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from star.errors import RunStateError
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file + fsync + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+from star.store.io import read_json
 
 
 class RunDir:
