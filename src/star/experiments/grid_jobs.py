@@ -20,6 +20,7 @@ from pathlib import Path
 from queue import Queue
 
 from star.config import dump_config
+from star.parallel.distributed import share_cores
 from star.store.runs import RunDir
 
 
@@ -49,8 +50,7 @@ def worker_env(slot: int, jobs: int, gpus: Sequence[str], cores: int | None = No
     env = dict(os.environ)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
-    if "OMP_NUM_THREADS" not in os.environ:
-        env["OMP_NUM_THREADS"] = str(max(1, (cores or os.cpu_count() or 1) // jobs))
+    share_cores(env, jobs, cores)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

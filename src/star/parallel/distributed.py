@@ -34,19 +34,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def share_cores(env: dict[str, str], processes: int, cores: int | None = None) -> dict[str, str]:
+    """Set OMP_NUM_THREADS in `env` to each process's share of the cores, unless the user set it."""
+    if "OMP_NUM_THREADS" not in os.environ:  # share the cores instead of oversubscribing them N times
+        env["OMP_NUM_THREADS"] = str(max(1, (cores or os.cpu_count() or 1) // processes))
+    return env
+
+
 def relaunch(num_processes: int, star_args: Sequence[str], fsdp: bool = False) -> int:
     """Run `star <star_args>` in `num_processes` processes through `accelerate launch`; its exit code.
 
     A convenience for one machine: the same as typing
     `accelerate launch --multi_gpu --num_processes N -m star ...` (gloo on CPU, NCCL on GPUs),
-    or with `fsdp`, `accelerate launch --use_fsdp --fsdp_version 2 ...` (FULL_SHARD, sharding.py).
+    or with `fsdp`, `accelerate launch --use_fsdp --fsdp_version 2 ...` (FULL_SHARD, parallel/fsdp.py).
     """
     import subprocess
 
     port = free_port()  # for the process group's rendezvous
-    env = dict(os.environ)
-    if "OMP_NUM_THREADS" not in env:  # share the cores instead of oversubscribing them N times
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // num_processes))
+    env = share_cores(dict(os.environ), num_processes)
     engine = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_reshard_after_forward", "true"] if fsdp else ["--multi_gpu"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *engine, "--num_processes", str(num_processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -126,7 +131,7 @@ def check_engine() -> tuple[FsdpSettings | None, DeepSpeedSettings | None]:
     """The launch's FSDP or DeepSpeed settings (None, None for DDP or one process).
 
     Refuses Megatron-LM, and settings star cannot honour, before the model loads. DDP, FSDP
-    (through torch's FSDP2, sharding.py) and DeepSpeed ZeRO-3 (zero3.py) are supported.
+    (through torch's FSDP2, parallel/fsdp.py) and DeepSpeed ZeRO-3 (zero3.py) are supported.
     """
     from star.errors import ConfigError
 
