@@ -1,0 +1,54 @@
+"""The house rules: imports point down the layers, modules stay small, the public API stays put."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+
+import star
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "src" / "star"
+MAX_LINES = 350
+
+
+def test_import_contracts_are_kept(capsys: pytest.CaptureFixture[str]) -> None:
+    """pyproject's import-linter contracts: layers, and annotation never reaching the model."""
+    lint = pytest.importorskip("importlinter.cli", reason="pip install import-linter (in the test extra)")
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        code = lint.lint_imports(no_cache=True, no_logo=True)
+    finally:
+        os.chdir(cwd)
+    assert code == 0, capsys.readouterr().out
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_a_long_module_says_why_in_its_docstring(path: Path) -> None:
+    source = path.read_text(encoding="utf-8")
+    lines = source.count("\n")
+    if lines <= MAX_LINES:
+        return
+    doc = ast.get_docstring(ast.parse(source)) or ""
+    assert "Size:" in doc, f"{path.name} has {lines} lines: split it, or say why in a 'Size:' line of its docstring"
+
+
+def test_public_api_names_resolve() -> None:
+    from star.experiments import compare
+    from star.experiments.report import write_report
+    from star.store.labels import LabelStore
+
+    assert star.compare is compare  # `star.compare.compare(...)`, `star.compare.Arm`, as the README shows
+    assert callable(star.compare.compare) and callable(star.compare.resume_compare) and star.compare.Arm
+    assert (star.write_report, star.LabelStore) == (write_report, LabelStore)
+    assert callable(star.run) and callable(star.build_config) and callable(star.load_config)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        star.nope  # noqa: B018
