@@ -64,7 +64,7 @@ def make_waiting_run():
 
     make_waiting_run(folder, task=None, n=4, rounds=2) -> (run path, the n query ids).
     """
-    from star.annotation.human import query_row, write_batch
+    from star.annotation.queries import query_row, write_batch
     from star.config import build_config, dump_config
     from star.store.runs import RunDir
     from star.tasks import build_task

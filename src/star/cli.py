@@ -140,7 +140,7 @@ def query_command(run_dir: str = typer.Argument(..., metavar="RUN", help="The ru
 
     The query itself (with the model's suggestions) is written by `star run` when it stops for
     labels (al.annotator=human); this command needs no model."""
-    from star.annotation.human import open_round, write_todo
+    from star.annotation.queries import open_round, write_todo
 
     open_ = open_round(run_dir)
     jsonl, csv_path, left = write_todo(open_)
@@ -164,7 +164,8 @@ def label_command(
 ) -> None:
     """Import answers into the open round: every line is checked first, then all are committed at once.
     With --correct, replace committed answers instead (any round, also of a finished run)."""
-    from star.annotation.human import correct_labels, import_labels, open_round
+    from star.annotation.commit import correct_labels, import_labels
+    from star.annotation.queries import open_round
 
     if correct:
         pairs = correct_labels(run_dir, file, annotator)
@@ -189,7 +190,7 @@ def annotate_command(
     annotator: str = typer.Option("web", "--annotator", help="Name recorded as human:NAME with each label."),
 ) -> None:
     """Serve a local page to answer the open round's query; each answer is committed as it is given."""
-    from star.annotation.human import open_round
+    from star.annotation.queries import open_round
     from star.annotation.server import is_loopback, make_server
 
     server = make_server(run_dir, host, port, f"human:{annotator}")

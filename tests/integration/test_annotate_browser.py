@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import star.loop as loop
-from star.annotation.human import open_round, query_row, write_batch
+from star.annotation.queries import open_round, query_row, write_batch
 from star.annotation.server import AnnotationServer, make_server
 from star.config import build_config, dump_config, load_config
 from star.store.labels import LabelStore

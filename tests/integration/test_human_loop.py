@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import star.loop as loop
-from star.annotation.human import import_labels, open_round
+from star.annotation.commit import import_labels
+from star.annotation.queries import open_round
 from star.config import load_config
 from star.store.io import read_jsonl
 from star.store.labels import LabelStore

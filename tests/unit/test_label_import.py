@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from star.annotation.human import import_labels, open_round
+from star.annotation.commit import import_labels
+from star.annotation.queries import open_round
 from star.cli import main
 from star.config import build_config
 from star.errors import ConfigError, DataError, RunStateError
@@ -311,7 +312,7 @@ def test_property_task_loaders_raise_only_star_errors(lines, sep) -> None:
 
 def test_csv_cells_that_look_like_formulas_are_quoted():
     """A question starting with '=' cannot run as a spreadsheet formula; numbers stay numbers."""
-    from star.annotation.human import _spreadsheet_safe
+    from star.annotation.queries import _spreadsheet_safe
 
     assert _spreadsheet_safe("=HYPERLINK(\"x\")") == "'=HYPERLINK(\"x\")"
     assert _spreadsheet_safe("@SUM(A1)") == "'@SUM(A1)"
@@ -322,7 +323,7 @@ def test_csv_cells_that_look_like_formulas_are_quoted():
 # --- corrections -------------------------------------------------------------------------------
 
 def test_correction_replaces_answers_keeps_the_round_and_the_old_answer(run: tuple[Path, list[str]], tmp_path: Path) -> None:
-    from star.annotation.human import correct_labels
+    from star.annotation.commit import correct_labels
 
     run_dir, ids = run
     import_labels(run_dir, write(tmp_path / "a.jsonl", [{"id": i, "answer": "5"} for i in ids[:3]]))
@@ -338,7 +339,7 @@ def test_correction_replaces_answers_keeps_the_round_and_the_old_answer(run: tup
 
 
 def test_correction_is_all_or_nothing_and_names_every_bad_line(run: tuple[Path, list[str]], tmp_path: Path) -> None:
-    from star.annotation.human import correct_labels
+    from star.annotation.commit import correct_labels
 
     run_dir, ids = run
     import_labels(run_dir, write(tmp_path / "a.jsonl", [{"id": ids[0], "answer": "5"}, {"id": ids[1], "answer": "6"}]))

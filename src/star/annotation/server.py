@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from star.annotation.human import AlreadyLabelled, commit_answer, open_round
+from star.annotation.commit import AlreadyLabelled, commit_answer
+from star.annotation.queries import open_round
 from star.errors import DataError, StarError
 
 #: Largest accepted request body (one answer), in bytes.
