@@ -12,15 +12,12 @@ import yaml
 from star.cli import main
 from star.config import RunConfig, build_config, dump_config
 from star.errors import RunStateError
-from star.experiments.report import (
-    document,
-    find_runs,
-    normalised_aulc,
-    pool_reliability,
-    render_markdown,
-    summarise,
-    write_report,
-)
+from star.experiments.document import document
+from star.experiments.records import find_runs
+from star.experiments.render import render_markdown
+from star.experiments.report import write_report
+from star.experiments.statistics import normalised_aulc, pool_reliability
+from star.experiments.summary import summarise
 from star.store.io import write_json
 
 DEFAULT_SUBSAMPLE = RunConfig().al.score_subsample

@@ -14,11 +14,8 @@ import copy
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from star.config import (
     RunConfig,
@@ -28,45 +25,13 @@ from star.config import (
     with_stored_defaults,
 )
 from star.errors import ConfigError, RunStateError
-from star.experiments.report import GRID_FILE, write_report
+from star.experiments.grid import GRID_FILE, Arm, Cell, grid_record, read_grid, write_grid
+from star.experiments.report import write_report
 from star.store.runs import RunDir
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _RESERVED = {"report", "logs"}  # OUT/report/ and OUT/logs/ (parallel cells' output)
 _GRID_SET = ("seed", "output_dir")
-GRID_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One arm of a grid: a name (its folder) and dotted config overrides, e.g. 'al.strategy=pe'."""
-
-    name: str
-    overrides: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        """Accept any sequence of overrides; store a tuple (hashable, comparable)."""
-        object.__setattr__(self, "overrides", tuple(self.overrides))
-
-    @classmethod
-    def strategy(cls, name: str) -> "Arm":
-        """The arm that runs strategy `name`, named after it."""
-        return cls(name, (f"al.strategy={name}",))
-
-    @classmethod
-    def parse(cls, text: str) -> "Arm":
-        """'NAME:key=val,key=val' -> Arm (a piece without '=' continues the previous value, e.g. a list)."""
-        name, sep, rest = text.partition(":")
-        if not sep or not name.strip():
-            raise ConfigError(f"bad --arm {text!r}",
-                              hint="write --arm NAME:key=value,key=value, e.g. --arm no-decay:train.weight_decay_b=0")
-        pieces: list[str] = []
-        for piece in rest.split(","):
-            if "=" in piece or not pieces:
-                pieces.append(piece.strip())
-            else:
-                pieces[-1] += "," + piece.strip()
-        return cls(name.strip(), tuple(p for p in pieces if p))
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -83,21 +48,6 @@ def parse_seeds(text: str) -> list[int]:
 def parse_strategies(text: str) -> list[Arm]:
     """'random,pe-dynamic' -> one arm per strategy, named after it."""
     return [Arm.strategy(s.strip()) for s in text.split(",") if s.strip()]
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One run of the grid: arm x seed, its folder and validated config."""
-
-    arm: str
-    seed: int
-    path: Path
-    config: RunConfig
-
-    @property
-    def label(self) -> str:
-        """'arm/seed-s', the cell's folder under the grid."""
-        return f"{self.arm}/seed-{self.seed}"
 
 
 def _check_shape(arms: Sequence[Arm], seeds: Sequence[int]) -> None:
@@ -194,16 +144,6 @@ def plan(base: dict[str, Any], arms: Sequence[Arm], seeds: Sequence[int], out_di
     return cells
 
 
-def _grid_data(base: dict[str, Any], arms: Sequence[Arm], seeds: Sequence[int]) -> dict[str, Any]:
-    """What grid.yaml records (normalised through YAML, so a re-read compares equal)."""
-    data = {
-        "version": GRID_VERSION, "base_config": base,
-        "arms": [{"name": a.name, "overrides": list(a.overrides)} for a in arms], "seeds": list(seeds),
-        "cells": [{"arm": a.name, "seed": s, "path": f"{a.name}/seed-{s}"} for a in arms for s in seeds],
-    }
-    return yaml.safe_load(yaml.safe_dump(data, sort_keys=False))
-
-
 def _check_grid(out_dir: Path, grid: dict[str, Any]) -> bool:
     """Whether OUT/grid.yaml exists; raise if it records another grid or OUT holds something else."""
     path = out_dir / GRID_FILE
@@ -224,28 +164,6 @@ def _check_grid(out_dir: Path, grid: dict[str, Any]) -> bool:
         raise ConfigError(f"{path} records a different grid (differs in {', '.join(diff)})",
                           hint=f"continue it with `star compare --resume {out_dir}`, or choose a new --out")
     return True
-
-
-def _write_grid(out_dir: Path, grid: dict[str, Any]) -> None:
-    """Write OUT/grid.yaml atomically (temp file, then rename)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / (GRID_FILE + ".tmp")
-    tmp.write_text(yaml.safe_dump(grid, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, out_dir / GRID_FILE)
-
-
-def read_grid(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The grid recorded in OUT/grid.yaml, checked for the fields `compare` needs."""
-    path = Path(out_dir) / GRID_FILE
-    if not path.is_file():
-        raise RunStateError(f"{path} does not exist", hint="pass the --out folder of an earlier `star compare`")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise RunStateError(f"grid file {path} is not valid YAML: {e}", hint="restore it or start a new grid") from e
-    if not isinstance(data, dict) or not {"base_config", "arms", "seeds"} <= data.keys():
-        raise RunStateError(f"grid file {path} lacks base_config, arms or seeds", hint="restore it or start a new grid")
-    return data
 
 
 def _rounds_done(cell: Cell) -> int | None:
@@ -307,11 +225,11 @@ def compare(base_config: RunConfig | dict[str, Any] | None, arms: Sequence[Arm],
     out = Path(out_dir)
     base = _base_dict(base_config)
     _check_shape(arms, seeds)
-    grid = _grid_data(base, arms, seeds)
+    grid = grid_record(base, arms, seeds)
     existing = _check_grid(out, grid)
     cells = plan(base, arms, seeds, out)
     if not existing:
-        _write_grid(out, grid)
+        write_grid(out, grid)
     failed: list[str] = []
     if jobs > 1:
         failed = _run_parallel(cells, jobs, out, show_progress)

@@ -1,0 +1,135 @@
+"""What a comparison report says: its sections as blocks (headings, paragraphs, tables, images),
+built from the summary; `star.experiments.render` turns them into Markdown or HTML."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from star.experiments.render import Block
+from star.experiments.statistics import PHASES
+
+
+def _pm(stat: dict[str, float] | None, digits: int = 3, signed: bool = False) -> str:
+    """'mean ± std' ('+' shown on a positive mean when signed), or '-' when absent."""
+    if stat is None:
+        return "-"
+    return f"{stat['mean']:{'+' if signed else ''}.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def _value(values: list[Any]) -> str:
+    """Distinct setting values as text."""
+    return ", ".join("null" if v is None else str(v) for v in values) or "-"
+
+
+def _setup_blocks(s: dict[str, Any]) -> list[Block]:
+    """Scaling knobs and the runs' other config differences."""
+    rows = []
+    for knob, values in s["knobs"].items():
+        per_arm = s["knob_differences"].get(knob)
+        note = "" if per_arm is None else "DIFFERS: " + "; ".join(f"{a}: {_value(v)}" for a, v in per_arm.items())
+        rows.append([knob, _value(values), note])
+    blocks: list[Block] = [("h2", "Setup (scaling knobs)"), ("table", ["setting", "value", "note"], rows)]
+    if s["knob_differences"]:
+        blocks.append(("p", "Warning: the runs differ in " + ", ".join(s["knob_differences"])
+                       + "; their numbers are not directly comparable."))
+    if s["config_differences"]:
+        diff_rows = [[k, "; ".join(f"{a}: {_value(v)}" for a, v in per_arm.items())]
+                     for k, per_arm in s["config_differences"].items()]
+        blocks += [("p", "Other settings that differ between runs (the arms' ablations):"),
+                   ("table", ["setting", "values per arm"], diff_rows)]
+    return blocks
+
+
+def _reach(arm: dict[str, Any], s: dict[str, Any]) -> str:
+    """Labels to reach random as text: a count, 'not reached', or '-' without a random arm."""
+    if s["random_arm"] is None or not arm["rounds"]:
+        return "-"
+    return "not reached" if arm["labels_to_reach_random"] is None else str(arm["labels_to_reach_random"])
+
+
+def _summary_blocks(s: dict[str, Any]) -> list[Block]:
+    """One row per arm: final accuracy, AULC, final ECE, labels to reach random, seconds."""
+    target = "-" if s["random_arm"] is None else f"{s['random_final_accuracy']:.3f} ({s['random_arm']})"
+    headers = ["arm", "strategy", "seeds", "final accuracy", "AULC", "final ECE", f"labels to reach random {target}",
+               "score s", "label s", "train s", "eval s", "round s", "run s"]
+    rows = []
+    for a in s["arms"]:
+        sec = [f"{a['seconds'][p]:.1f}" if p in a["seconds"] else "-" for p in (*PHASES, "run_total")]
+        rows.append([a["name"], ", ".join(a["strategies"]), ", ".join(str(x) for x in a["seeds"]) or "-",
+                     _pm(a["final_accuracy"]), _pm(a["aulc"]), _pm(a["final_ece"]), _reach(a, s), *sec])
+    return [("h2", "Summary"), ("p", "mean ± std over seeds; seconds are means per round (run s: per run)."),
+            ("table", headers, rows)]
+
+
+def _paired_blocks(s: dict[str, Any]) -> list[Block]:
+    """Each arm against the reference arm on the same seeds: mean ± std of the per-seed differences."""
+    arms = [a for a in s["arms"] if a.get("paired")]
+    if not arms:
+        return []
+    rows = [[a["name"], ", ".join(str(x) for x in a["paired"]["seeds"]), _pm(a["paired"]["final_accuracy"], signed=True),
+             _pm(a["paired"]["aulc"], signed=True),
+             f"{a['paired']['better']} / {a['paired']['equal']} / {a['paired']['worse']}"] for a in arms]
+    return [("h2", f"Against {s['paired_with']}, paired by seed"),
+            ("p", f"Per seed (same initial labels, same test set): the arm's number minus {s['paired_with']}'s;"
+                  " mean ± std over the seeds both finished."),
+            ("table", ["arm", "seeds", "Δ final accuracy", "Δ AULC", "seeds with higher / equal / lower final accuracy"],
+             rows)]
+
+
+def _round_blocks(s: dict[str, Any], key: str, title: str) -> list[Block]:
+    """Rounds as rows, arms as columns: mean ± std of `key`."""
+    arms = [a for a in s["arms"] if a["rounds"]]
+    n = max((len(a["rounds"]) for a in arms), default=0)
+    shared = all(len({a["rounds"][t]["labels"] for a in arms if t < len(a["rounds"])}) == 1 for t in range(n))
+    rows = []
+    for t in range(n):
+        cells = []
+        for a in arms:
+            r = a["rounds"][t] if t < len(a["rounds"]) else None
+            cells.append("-" if r is None else _pm(r[key]) + ("" if shared else f" @ {r['labels']}"))
+        labels = str(next(a["rounds"][t]["labels"] for a in arms if t < len(a["rounds"]))) if shared else "per arm"
+        rows.append([str(t), labels, *cells])
+    return [("h2", title), ("table", ["round", "labels", *[a["name"] for a in arms]], rows)]
+
+
+def _reliability_blocks(s: dict[str, Any]) -> list[Block]:
+    """Pooled final-round reliability bins: accuracy / confidence (count) per arm."""
+    arms = [a for a in s["arms"] if a["reliability"]]
+    if not arms:
+        return [("h2", "Reliability (final round, pooled over seeds)"), ("p", "No reliability bins recorded.")]
+    rows = []
+    for i, b in enumerate(arms[0]["reliability"]["bins"]):
+        cells = []
+        for a in arms:
+            c = a["reliability"]["bins"][i] if i < len(a["reliability"]["bins"]) else None
+            cells.append("-" if not c or not c["count"] else f"{c['accuracy']:.2f} / {c['confidence']:.2f} (n={c['count']})")
+        rows.append([f"{b['lo']:.1f}-{b['hi']:.1f}", *cells])
+    rows.append(["pooled ECE", *[f"{a['reliability']['ece']:.3f}" for a in arms]])
+    return [("h2", "Reliability (final round, pooled over seeds)"),
+            ("p", "Each cell: accuracy / mean confidence (test answers in the bin)."),
+            ("table", ["confidence bin", *[a["name"] for a in arms]], rows)]
+
+
+def _runs_blocks(s: dict[str, Any]) -> list[Block]:
+    """Every run and its status; unfinished ones are excluded from the numbers."""
+    rows = [[r["arm"], "-" if r["seed"] is None else str(r["seed"]), r["status"],
+             f"{r['rounds_done']}/{r['rounds_total'] if r['rounds_total'] is not None else '?'}", r["path"]]
+            for r in s["runs"]]
+    bad = sum(r["status"] != "finished" for r in s["runs"])
+    note = f"{bad} run(s) unfinished: listed here, excluded from every number." if bad else "All runs finished."
+    return [("h2", "Runs"), ("p", note), ("table", ["arm", "seed", "status", "rounds", "path"], rows)]
+
+
+def document(s: dict[str, Any]) -> list[Block]:
+    """The report as a list of blocks, rendered to Markdown and HTML alike."""
+    finished = sum(r["status"] == "finished" for r in s["runs"])
+    blocks: list[Block] = [("h1", "STAR comparison report"),
+                           ("p", f"{len(s['arms'])} arm(s), {finished} finished run(s) of {len(s['runs'])}.")]
+    blocks += _setup_blocks(s) + _summary_blocks(s) + _paired_blocks(s)
+    blocks += _round_blocks(s, "accuracy", "Accuracy per round") + _round_blocks(s, "ece", "ECE per round")
+    blocks += _reliability_blocks(s) + _runs_blocks(s)
+    blocks += [("h2", "Figures"), ("img", "learning_curve.png", "accuracy vs labels"),
+               ("img", "ece_curve.png", "ECE vs labels"), ("img", "reliability.png", "reliability diagram"),
+               ("h2", "Definitions"), ("list", [f"{k}: {v}" for k, v in s["formulas"].items()])]
+    return blocks
+

@@ -1,0 +1,69 @@
+"""The report's PNG figures: learning and ECE curves, and reliability diagrams (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _figure(width: float = 7.0, height: float = 4.5):  # noqa: ANN202
+    """A matplotlib Figure on the Agg canvas (no pyplot, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_curve(s: dict[str, Any], key: str, path: Path, ylabel: str) -> None:
+    """`key` (accuracy or ece) vs labels: mean line and mean ± std band per arm."""
+    fig = _figure()
+    ax = fig.subplots()
+    for arm in (a for a in s["arms"] if a["rounds"]):
+        x = np.array([r["labels"] for r in arm["rounds"]], dtype=float)
+        mean = np.array([r[key]["mean"] for r in arm["rounds"]])
+        std = np.array([r[key]["std"] for r in arm["rounds"]])
+        line, = ax.plot(x, mean, marker="o", label=f"{arm['name']} (n={arm['n_runs']})")
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    if key == "accuracy" and s["random_final_accuracy"] is not None:
+        ax.axhline(s["random_final_accuracy"], color="grey", linestyle=":", label="random, final")
+    ax.set_xlabel("labels")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{ylabel} vs labels (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_reliability(s: dict[str, Any], path: Path) -> None:
+    """One reliability diagram per arm: pooled accuracy per confidence bin against the diagonal."""
+    arms = [a for a in s["arms"] if a["reliability"]] or [None]
+    cols = min(3, len(arms))
+    rows = (len(arms) + cols - 1) // cols
+    fig = _figure(4.0 * cols, 3.8 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, arm in zip(axes, arms):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        if arm is None:
+            ax.set_title("no reliability bins recorded")
+            continue
+        bins = [b for b in arm["reliability"]["bins"] if b["count"]]
+        ax.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["accuracy"] for b in bins],
+               width=[b["hi"] - b["lo"] for b in bins], edgecolor="black", alpha=0.6, label="accuracy")
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="black", markersize=3,
+                label="mean confidence")
+        ax.set_title(f"{arm['name']}: ECE {arm['reliability']['ece']:.3f}", fontsize="medium")
+    for ax in axes[len(arms):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
