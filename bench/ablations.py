@@ -18,10 +18,10 @@ import speedlib
 import torch
 from torch import nn
 
+from star.engine.adapter import adapter_disabled, mc_dropout, reset_adapter
 from star.engine.batching import PairBatch, collate_pairs, length_batches
 from star.engine.forward import response_loss, sequence_scores, token_stats
 from star.engine.generation import generate
-from star.engine.modeling import adapter_disabled, mc_dropout, reset_adapter
 from star.engine.precision import autocast_dtype, autocast_to
 from star.engine.scoring import score_pairs
 from star.engine.training import linear_schedule, make_optimizer, train_adapter

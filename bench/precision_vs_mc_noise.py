@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from star.config import LoraSettings, ModelConfig, TaskConfig, TrainConfig
+from star.engine.adapter import reset_adapter
 from star.engine.batching import encode_prompts, encode_responses
-from star.engine.modeling import load_model, reset_adapter
+from star.engine.modeling import load_model
 from star.engine.scoring import score_pairs
 from star.engine.training import train_adapter
 from star.tasks import build_task

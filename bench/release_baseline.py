@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from star.config import TrainConfig
-from star.engine.modeling import mc_dropout
+from star.engine.adapter import mc_dropout
 from star.engine.precision import autocast_to
 from star.engine.training import linear_schedule, make_optimizer
 

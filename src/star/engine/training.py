@@ -6,7 +6,6 @@ the adapter's update BA is pulled towards zero without shrinking A's random proj
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -19,12 +18,13 @@ from tqdm.auto import tqdm
 
 from star.al.seeds import row_seed
 from star.config import TrainConfig
+from star.engine.adapter import lora_parameters
 from star.engine.batching import PairBatch, collate_pairs, length_batches
 from star.engine.forward import response_logits
-from star.engine.modeling import lora_parameters
 from star.engine.precision import autocast_dtype, autocast_to
 from star.engine.seeded_dropout import row_seeds
 from star.parallel import distributed
+from star.parallel.stepper import Stepper
 
 
 @dataclass
@@ -108,52 +108,6 @@ def _checkpointing(model: nn.Module, on: bool) -> None:
         disable()
 
 
-class _Stepper:
-    """Backward and optimizer step for the loss module: plain, DDP (accelerate), or a DeepSpeed ZeRO-3 engine.
-
-    DDP and FSDP step the optimizer themselves; ZeRO-3 steps through its engine, which
-    reduces and partitions the gradients. Each round's engine is destroyed after training,
-    leaving the model's own ZeRO-3 hooks (zero3.partition_model) for scoring and evaluation.
-    """
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, dist: distributed.Dist) -> None:
-        self.optimizer, self.accelerator, self.engine = optimizer, None, None
-        self._blocks = contextlib.ExitStack()
-        self.module: nn.Module = ResponseLoss(model)
-        device = next(model.parameters()).device
-        if dist.deepspeed is not None:
-            from star.parallel.zero3 import training_engine
-
-            engine = training_engine(model, self.module, optimizer, dist.deepspeed, device, dist.world)
-            self.engine = self.module = self._blocks.enter_context(engine)
-        elif dist.world > 1 and not dist.sharded:
-            from accelerate import Accelerator
-
-            self.accelerator = Accelerator(cpu=device.type == "cpu")
-            self.module = self.accelerator.prepare_model(self.module)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        if self.engine is not None:
-            self.engine.backward(loss)
-        else:
-            loss.backward()
-
-    def step(self) -> None:
-        if self.engine is not None:
-            self.engine.step()  # also zeroes the gradients
-        else:
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-
-    def __enter__(self) -> _Stepper:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._blocks.__exit__(*exc)
-        if self.accelerator is not None:
-            self.accelerator.free_memory()
-
-
 def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int,
                   config: TrainConfig, seed: int, show_progress: bool = True) -> TrainStats:
     """Fit the live adapter on (prompt, response) pairs; deterministic for a given seed.
@@ -177,7 +131,7 @@ def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
     model.train()
     losses, tokens = [], 0
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not show_progress or not dist.is_main, leave=False)
-    with _Stepper(model, optimizer, dist) as stepper:
+    with Stepper(model, ResponseLoss(model), optimizer, dist) as stepper:
         for epoch in range(config.epochs):
             for idx in length_batches(lengths, config.batch_size, rng):
                 mine, seeds, total, weight = _step_rows(idx, responses, epoch, seed, dist)
