@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,9 @@ import numpy as np
 from star.al.seeds import derive_seed
 from star.al.strategies import ScoreInputs, Strategy, get_strategy
 from star.al.uncertainty import Uncertainty
-from star.annotation.registry import ANNOTATORS, Oracle
+from star.annotation.context import RoundContext
+from star.annotation.oracle import Oracle
+from star.annotation.registry import ANNOTATORS
 from star.config import RunConfig, build_config, dump_config, load_stored_config
 from star.console import print_rounds
 from star.engine.adapter import adapter_disabled, load_adapter_weights, reset_adapter, save_adapter
@@ -289,6 +291,21 @@ def train_round(exp: Experiment, t: int) -> dict[str, Any]:
 
 # --- one round -------------------------------------------------------------------------------
 
+def _round_context(exp: Experiment, t: int) -> RoundContext:
+    """What round t's annotator gets: store, run, task, questions, and `suggest` (model t-1's raw outputs)."""
+    def suggest(ids: Sequence[str]) -> list[str]:
+        if t > 0:
+            load_live_adapter(exp, t - 1)  # a resumed process starts with a fresh adapter: suggest with model t-1
+        cfg, position = exp.config, {e.id: i for i, e in enumerate(exp.pool)}
+        gens = generate(exp.model.model, exp.model.tokenizer, [exp.pool_prompts[position[i]] for i in ids],
+                        cfg.al.max_new_tokens, cfg.al.batch_size, is_complete=exp.task.answer_complete,
+                        desc="generate (suggestions)", show_progress=exp.show_progress)
+        return [g.text for g in gens]
+
+    return RoundContext(store=exp.store, run=exp.run, task=exp.task, round_index=t,
+                        questions={e.id: e.question for e in exp.pool}, suggest=suggest)
+
+
 def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
     """Select, label, train and evaluate round t; metrics.json is written last.
 
@@ -307,7 +324,7 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
     seconds["score"] = time.perf_counter() - clock
     clock = time.perf_counter()
     if exp.dist.is_main:
-        ANNOTATORS[cfg.al.annotator](exp).acquire(exp, t, selected)
+        ANNOTATORS[cfg.al.annotator](exp.oracle).acquire(_round_context(exp, t), selected)
     exp.dist.barrier()  # labels committed by the main process are visible to all
     labelled = {lab.example_id for lab in exp.store.in_round(t)}
     missing = [i for i in selected if i not in labelled]

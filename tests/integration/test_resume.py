@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 import star.loop as loop
-from star.annotation.registry import Oracle
+from star.annotation.oracle import Oracle
 from star.store.io import read_jsonl
 from star.store.runs import RunDir
 

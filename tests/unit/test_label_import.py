@@ -15,11 +15,10 @@ from star.annotation.queries import open_round
 from star.cli import main
 from star.config import build_config
 from star.errors import ConfigError, DataError, RunStateError
-from star.store.io import read_jsonl, write_json
+from star.store.io import MAX_LINE_BYTES, read_jsonl, write_json
 from star.store.labels import LabelStore
 from star.tasks import build_task
-from star.tasks.files import MAX_LINE_BYTES
-from star.tasks.files import read_jsonl as read_task_jsonl
+from star.tasks.files import read_records
 
 ROUNDS = 3
 
@@ -300,7 +299,7 @@ def test_property_task_loaders_raise_only_star_errors(lines, sep) -> None:
         (folder / "train.jsonl").write_bytes(sep.join(lines))
         (folder / "test.jsonl").write_bytes(sep.join(lines))
         try:
-            read_task_jsonl(folder / "train.jsonl", ["question", "answer"])
+            read_records(folder / "train.jsonl", ["question", "answer"])
         except DataError as e:
             assert str(folder / "train.jsonl") in e.message
         for kind in ({"answer_type": "number"}, {"answer_type": "choice", "choices": ["yes", "no"]}, {"answer_type": "text"}):
@@ -367,3 +366,42 @@ def test_cli_correct_on_a_labelled_run(run: tuple[Path, list[str]], tmp_path: Pa
     assert "corrected 1 label(s)" in capsys.readouterr().out and snapshot(run_dir)[0][1] == "4"
     assert main(["label", str(run_dir), str(write(tmp_path / "f2.jsonl", [{"id": ids[3], "answer": "4"}])), "--correct"]) == 2
     assert "no committed label to correct" in capsys.readouterr().err
+
+
+# --- the human annotator, given only a round's context (no model) --------------------------------
+
+
+def test_human_annotator_needs_only_the_round_context(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """acquire(ctx, ids) writes the query from `suggest`, reuses it once written, and is done when all are labelled."""
+    from star.annotation.context import RoundContext
+    from star.annotation.human import HumanAnnotator
+    from star.config import TaskConfig
+    from star.store.io import write_jsonl
+    from star.store.runs import RunDir
+
+    task = build_task(TaskConfig(name="arithmetic", pool_size=8, test_size=4))
+    pool = task.load("pool")
+    run_dir, asked = RunDir.create(tmp_path / "run"), []
+    write_jsonl(run_dir.scores_path(1), [{"id": e.id, "score": 0.25} for e in pool])  # as select_round writes it
+
+    def suggest(ids):  # noqa: ANN001, ANN202
+        asked.append(list(ids))
+        return [f"so the answer is {n}" for n, _ in enumerate(ids)]
+
+    store = LabelStore(run_dir.labels_path)
+    try:
+        ctx = RoundContext(store, run_dir, task, 1, {e.id: e.question for e in pool}, suggest)
+        ids = [pool[3].id, pool[1].id]
+        store.add(ids[1], "7", "human", 1)
+        assert HumanAnnotator().acquire(ctx, ids) == [ids[0]]
+        query = read_jsonl(run_dir.round_dir(1) / "query.jsonl")
+        assert asked == [ids] and [r["id"] for r in query] == ids
+        assert [(r["question"], r["raw_output"], r["score"], r["round"]) for r in query] == [
+            (pool[3].question, "so the answer is 0", 0.25, 1), (pool[1].question, "so the answer is 1", 0.25, 1)]
+        assert [r["id"] for r in read_jsonl(run_dir.round_dir(1) / "todo.jsonl")] == [ids[0]]
+        assert "round 1 waits for 1 of 2 label(s)" in capsys.readouterr().err
+        assert HumanAnnotator().acquire(ctx, ids) == [ids[0]] and asked == [ids]  # the written query is reused
+        store.add(ids[0], "3", "human", 1)
+        assert HumanAnnotator().acquire(ctx, ids) == []
+    finally:
+        store.close()

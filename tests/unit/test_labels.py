@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from star.annotation.registry import Oracle
+from star.annotation.oracle import Oracle
 from star.errors import DataError
 from star.store.labels import LabelStore
 from star.tasks.base import Example

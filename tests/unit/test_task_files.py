@@ -9,8 +9,9 @@ import pytest
 
 from star.config import TaskConfig
 from star.errors import ConfigError, DataError
+from star.store.io import MAX_LINE_BYTES, LineTooLong, capped_lines
 from star.tasks import TASKS, build_task
-from star.tasks.files import MAX_LINE_BYTES, read_jsonl, sample_split
+from star.tasks.files import read_records, sample_split
 
 
 def write_lines(path: Path, lines: list[str | dict]) -> Path:
@@ -33,12 +34,12 @@ def error_of(fn, *args) -> str:
     return str(info.value)
 
 
-# --- read_jsonl ---------------------------------------------------------------------------
+# --- read_records -------------------------------------------------------------------------
 
 
 def test_reads_records_with_line_numbers_and_skips_blank_lines(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "d.jsonl", [{"question": "q1", "answer": "a1"}, "", "   ", {"question": "q2", "answer": "a2"}])
-    assert read_jsonl(path, ["question", "answer"]) == [
+    assert read_records(path, ["question", "answer"]) == [
         (1, {"question": "q1", "answer": "a1"}),
         (4, {"question": "q2", "answer": "a2"}),
     ]
@@ -47,73 +48,87 @@ def test_reads_records_with_line_numbers_and_skips_blank_lines(tmp_path: Path) -
 def test_crlf_and_bom_are_tolerated(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"question": "q", "answer": "a"}\r\n{"question": "r", "answer": "b"}\r\n')
-    assert [n for n, _ in read_jsonl(path, ["question"])] == [1, 2]
+    assert [n for n, _ in read_records(path, ["question"])] == [1, 2]
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    msg = error_of(read_jsonl, tmp_path / "nope.jsonl", ["question"])
+    msg = error_of(read_records, tmp_path / "nope.jsonl", ["question"])
     assert "nope.jsonl" in msg and "does not exist" in msg
 
 
 def test_directory_is_not_a_file(tmp_path: Path) -> None:
-    assert "is not a file" in error_of(read_jsonl, tmp_path, ["question"])
+    assert "is not a file" in error_of(read_records, tmp_path, ["question"])
 
 
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])
 def test_empty_file(tmp_path: Path, content: str) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text(content)
-    msg = error_of(read_jsonl, path, ["question"])
+    msg = error_of(read_records, path, ["question"])
     assert "d.jsonl" in msg and "empty" in msg
 
 
 def test_malformed_json_names_file_and_line(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "d.jsonl", [{"question": "q", "answer": "a"}, '{"question": "q", "answer": '])
-    msg = error_of(read_jsonl, path, ["question"])
+    msg = error_of(read_records, path, ["question"])
     assert f"{path}:2:" in msg and "malformed JSON" in msg and "hint" in msg
 
 
 def test_line_that_is_not_an_object(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "d.jsonl", ['["q", "a"]'])
-    msg = error_of(read_jsonl, path, ["question"])
+    msg = error_of(read_records, path, ["question"])
     assert f"{path}:1:" in msg and "expected a JSON object" in msg and "list" in msg
 
 
 def test_non_utf8_bytes_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_bytes(b'{"question": "q", "answer": "a"}\n{"question": "caf\xe9", "answer": "a"}\n')
-    msg = error_of(read_jsonl, path, ["question"])
+    msg = error_of(read_records, path, ["question"])
     assert f"{path}:2:" in msg and "UTF-8" in msg and "0xe9" in msg
 
 
 def test_missing_field_names_file_line_and_field(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "d.jsonl", [{"question": "q", "answer": "a"}, {"question": "q", "label": "a"}])
-    msg = error_of(read_jsonl, path, ["question", "answer"])
+    msg = error_of(read_records, path, ["question", "answer"])
     assert f"{path}:2:" in msg and "'answer'" in msg and "label" in msg
 
 
 def test_non_string_field(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "d.jsonl", [{"question": "q", "answer": 42}])
-    msg = error_of(read_jsonl, path, ["question", "answer"])
+    msg = error_of(read_records, path, ["question", "answer"])
     assert f"{path}:1:" in msg and "must be a string" in msg and "int" in msg
 
 
 def test_empty_field(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "d.jsonl", [{"question": "  ", "answer": "a"}])
-    msg = error_of(read_jsonl, path, ["question", "answer"])
+    msg = error_of(read_records, path, ["question", "answer"])
     assert f"{path}:1:" in msg and "'question' is empty" in msg
 
 
 def test_huge_line(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "d.jsonl", [{"question": "q", "answer": "a"}, {"question": "x" * (MAX_LINE_BYTES + 10), "answer": "a"}])
-    msg = error_of(read_jsonl, path, ["question"])
+    msg = error_of(read_records, path, ["question"])
     assert f"{path}:2:" in msg and "longer than" in msg
 
 
 def test_line_just_under_the_limit_is_fine(tmp_path: Path) -> None:
     record = {"question": "x" * (MAX_LINE_BYTES - 100), "answer": "a"}
     path = write_lines(tmp_path / "d.jsonl", [record, {"question": "q", "answer": "b"}])
-    assert [n for n, _ in read_jsonl(path, ["question"])] == [1, 2]
+    assert [n for n, _ in read_records(path, ["question"])] == [1, 2]
+
+
+def test_capped_lines_drops_the_bom_of_line_one_only_and_names_a_long_line(tmp_path: Path) -> None:
+    """The one line reader of task data and answers files (star.store.io.capped_lines)."""
+    path = tmp_path / "lines"
+    path.write_bytes(b"\xef\xbb\xbfab\r\n\xef\xbb\xbfcd\n\nefgh\n")
+    assert list(capped_lines(path, 5)) == [(1, b"ab"), (2, b"\xef\xbb\xbfcd"), (3, b""), (4, b"efgh")]
+    path.write_bytes(b"ab\nabcde\n")
+    with pytest.raises(LineTooLong) as info:
+        list(capped_lines(path, 4))
+    assert info.value.number == 2
+    path.write_bytes(b"\xef\xbb\xbfab\n")  # the cap counts the BOM: the bytes read, not the text kept
+    with pytest.raises(LineTooLong):
+        list(capped_lines(path, 4))
 
 
 # --- sample_split -------------------------------------------------------------------------
@@ -210,9 +225,9 @@ def test_jsonl_choice_needs_choices(tmp_path: Path) -> None:
 def test_deeply_nested_json_line_is_a_data_error(tmp_path):
     """A pathological line (100k nested brackets) is a clear DataError, not a RecursionError traceback."""
     from star.errors import DataError
-    from star.tasks.files import read_jsonl
+    from star.tasks.files import read_records
 
     path = tmp_path / "deep.jsonl"
     path.write_text("[" * 100_000 + "\n")
     with pytest.raises(DataError, match=r"deep.jsonl:1"):
-        read_jsonl(path, ["question", "answer"])
+        read_records(path, ["question", "answer"])

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from star.errors import DataError
+from star.store.io import MAX_LINE_BYTES, LineTooLong, capped_lines
 from star.tasks import Task
-from star.tasks.files import MAX_LINE_BYTES
 
 #: Problems listed in one import error; the rest are counted.
 MAX_LISTED = 20
@@ -98,16 +98,12 @@ class Problems:
 
 
 def _file_bytes_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes without line break) of a file; a line over MAX_LINE_BYTES is a DataError."""
-    with path.open("rb") as f:
-        number = 0
-        while raw := f.readline(MAX_LINE_BYTES + 2):
-            number += 1
-            raw = raw.rstrip(b"\r\n")
-            if len(raw) > MAX_LINE_BYTES:
-                raise DataError(f"{path}:{number}: line is longer than {MAX_LINE_BYTES} bytes (nothing was imported)",
-                                hint=f"an answers file holds {_ANSWERS_HINT}; split or shorten that line")
-            yield number, raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
+    """(line number, bytes without line break, BOM dropped) of a file; a line over MAX_LINE_BYTES is a DataError."""
+    try:
+        yield from capped_lines(path, MAX_LINE_BYTES)
+    except LineTooLong as e:
+        raise DataError(f"{path}:{e.number}: line is longer than {MAX_LINE_BYTES} bytes (nothing was imported)",
+                        hint=f"an answers file holds {_ANSWERS_HINT}; split or shorten that line") from None
 
 
 def _jsonl_rows(path: Path, problems: Problems) -> list[AnswerRow]:

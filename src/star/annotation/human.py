@@ -7,45 +7,39 @@ writes the batch to answer (star.annotation.queries):
     DIR/round-<t>/todo.jsonl, todo.csv     the items still without a label, with an empty `answer`
 
 Answers come back through `import_labels` (`star label DIR FILE`) or the annotation page
-(`star annotate DIR`); both commit to the run's label store with the round's index, and
-`star run --resume DIR` trains once every item of the batch is labelled. A committed label is
-final: the store never overwrites one, so no answer is ever lost or counted twice.
+(`star annotate DIR`), both in star.annotation.commit; both commit to the run's label store
+with the round's index, and `star run --resume DIR` trains once every item of the batch is
+labelled. A committed label is final: the store never overwrites one, so no answer is ever
+lost or counted twice.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from star.annotation.context import RoundContext
 from star.annotation.queries import batch_path, export_query, saved_query, write_batch
 from star.store.runs import RunDir
 
-if TYPE_CHECKING:
-    from star.loop import Experiment
-
-
-# --- the annotator the loop calls --------------------------------------------------------------
 
 class HumanAnnotator:
     """People label: the loop stops with the round's query written, and resumes once all are labelled."""
 
     name = "human"
 
-    def __init__(self, exp: "Experiment | None" = None) -> None:
-        self.exp = exp
-
-    def acquire(self, exp: "Experiment", round_index: int, ids: Sequence[str]) -> list[str]:
+    def acquire(self, ctx: RoundContext, ids: Sequence[str]) -> list[str]:
         """Return the ids still unlabelled; when there are some, make sure the query files exist."""
-        missing = [i for i in ids if exp.store.get(i) is None]
+        missing = [i for i in ids if ctx.store.get(i) is None]
         if not missing:
             return []
-        rows = saved_query(batch_path(exp.run, round_index))
+        t = ctx.round_index
+        rows = saved_query(batch_path(ctx.run, t))
         if rows is None or [r["id"] for r in rows] != list(ids):
-            rows = export_query(exp, round_index, ids)
+            rows = export_query(ctx, ids)
         todo = set(missing)
-        write_batch(exp.run, round_index, "todo", [r for r in rows if r["id"] in todo])
-        _tell(exp.run, round_index, len(missing), len(ids))
+        write_batch(ctx.run, t, "todo", [r for r in rows if r["id"] in todo])
+        _tell(ctx.run, t, len(missing), len(ids))
         return missing
 
 

@@ -11,17 +11,15 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from star.annotation.context import RoundContext
 from star.config import RunConfig, load_stored_config
 from star.errors import RunStateError
 from star.store.io import atomic_write, read_jsonl, write_jsonl
 from star.store.labels import Label, LabelStore
 from star.store.runs import RunDir
 from star.tasks import Task, build_task
-
-if TYPE_CHECKING:
-    from star.loop import Experiment
 
 #: Columns of the exported CSV files, in order (todo files add `answer` after `suggestion`).
 QUERY_COLUMNS = ("id", "question", "suggestion", "score", "round", "answer_type", "choices", "raw_output")
@@ -75,24 +73,16 @@ def saved_query(path: Path) -> list[dict[str, Any]] | None:
         return None
 
 
-def export_query(exp: "Experiment", t: int, ids: Sequence[str]) -> list[dict[str, Any]]:
-    """Write round t's query (question, model t-1's suggestion, score) as JSONL and CSV; return its rows."""
-    from star.engine.generation import generate
-    from star.loop import load_live_adapter
-
-    if t > 0:
-        load_live_adapter(exp, t - 1)  # a resumed process starts with a fresh adapter: suggest with model t-1
-    cfg, task = exp.config, exp.task
-    position = {e.id: i for i, e in enumerate(exp.pool)}
-    idx = [position[i] for i in ids]
-    scores_file = exp.run.scores_path(t)
+def export_query(ctx: RoundContext, ids: Sequence[str]) -> list[dict[str, Any]]:
+    """Write the round's query (question, the model's suggestion, score) as JSONL and CSV; return its rows."""
+    t = ctx.round_index
+    questions = [ctx.questions[i] for i in ids]
+    scores_file = ctx.run.scores_path(t)
     scores = {r["id"]: r["score"] for r in read_jsonl(scores_file)} if scores_file.is_file() else {}
-    gens = generate(exp.model.model, exp.model.tokenizer, [exp.pool_prompts[i] for i in idx], cfg.al.max_new_tokens,
-                    cfg.al.batch_size, is_complete=task.answer_complete, desc="generate (suggestions)",
-                    show_progress=exp.show_progress)
-    rows = [query_row(task, t, exp.pool[i].id, exp.pool[i].question, g.text, scores.get(exp.pool[i].id))
-            for i, g in zip(idx, gens)]
-    write_batch(exp.run, t, "query", rows)
+    outputs = ctx.suggest(ids)
+    rows = [query_row(ctx.task, t, example_id, question, output, scores.get(example_id))
+            for example_id, question, output in zip(ids, questions, outputs)]
+    write_batch(ctx.run, t, "query", rows)
     return rows
 
 

@@ -14,10 +14,9 @@ from typing import Any, TypeVar
 
 from star.config import TaskConfig
 from star.errors import ConfigError, DataError
+from star.store.io import MAX_LINE_BYTES, LineTooLong, capped_lines
 from star.tasks.base import Example, Split, Task
 
-#: Longest accepted line, in bytes; a longer one is almost surely not a JSON-lines record.
-MAX_LINE_BYTES = 1 << 20
 #: The file each split is read from, inside `task.path`.
 SPLIT_FILES: dict[str, str] = {"pool": "train.jsonl", "test": "test.jsonl"}
 _EXAMPLE_FOLDERS = {"gsm8k": "GSM8K", "boolq": "BoolQ", "obqa": "OBQA"}
@@ -27,9 +26,7 @@ T = TypeVar("T")
 
 
 def _decode(path: Path, number: int, raw: bytes) -> str:
-    """One raw line as text; a non-UTF-8 byte is reported with its line and column."""
-    if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
+    """One raw line (BOM already dropped) as text; a non-UTF-8 byte is reported with its line and column."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -72,25 +69,17 @@ def _check_fields(path: Path, number: int, record: dict[str, Any], required: Seq
 
 
 def _raw_lines(path: Path) -> list[tuple[int, bytes]]:
-    """(line number, bytes without the line break) for every line, refusing huge ones."""
-    lines = []
-    with path.open("rb") as f:
-        number = 0
-        while True:
-            raw = f.readline(MAX_LINE_BYTES + 2)
-            if not raw:
-                return lines
-            number += 1
-            raw = raw.rstrip(b"\r\n")
-            if len(raw) > MAX_LINE_BYTES:
-                raise DataError(
-                    f"{path}:{number}: line is longer than {MAX_LINE_BYTES} bytes",
-                    hint="this is not a JSON-lines file, or one record is far too large; put one record a line",
-                )
-            lines.append((number, raw))
+    """(line number, bytes without the line break, BOM dropped) for every line, refusing huge ones."""
+    try:
+        return list(capped_lines(path, MAX_LINE_BYTES))
+    except LineTooLong as e:
+        raise DataError(
+            f"{path}:{e.number}: line is longer than {MAX_LINE_BYTES} bytes",
+            hint="this is not a JSON-lines file, or one record is far too large; put one record a line",
+        ) from None
 
 
-def read_jsonl(path: str | Path, required_fields: Sequence[str] = ()) -> list[tuple[int, dict[str, Any]]]:
+def read_records(path: str | Path, required_fields: Sequence[str] = ()) -> list[tuple[int, dict[str, Any]]]:
     """(1-based line number, object) for every non-blank line, each with the required string fields."""
     p = Path(path)
     if not p.exists():
@@ -167,7 +156,7 @@ class FileTask(Task):
         path = self.split_path(split)
         stem = Path(SPLIT_FILES[split]).stem
         examples = []
-        for number, record in read_jsonl(path, [self.question_field, self.answer_field]):
+        for number, record in read_records(path, [self.question_field, self.answer_field]):
             answer = record[self.answer_field]
             problem = self.check_label(answer)
             if problem is not None:
