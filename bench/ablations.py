@@ -135,12 +135,12 @@ def scoring_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
     """The scoring ablations on the first n pool examples, K passes each."""
     P, R = b.score.prompts[:n], b.score.responses[:n]
     k, size = b.al.mc_passes, b.al.batch_size
-    ref, u = _timed(b, lambda: score_pairs(b.model, P, R, b.pad_id, size, passes=k, mc=k > 1, show_progress=False))
+    ref, u = _timed(b, lambda: score_pairs(b.model, P, R, b.pad_id, size, passes=k, show_progress=False))
     rows = [_row("scoring", "ours: star.engine.scoring.score_pairs", ref, ref, "reference")]
     for name, (variant, note) in SCORE_VARIANTS.items():
         m, _ = _timed(b, lambda v=variant: score_variant(b.model, P, R, b.pad_id, size, k, v))
         rows.append(_row("scoring", name, m, ref, note))
-    m, _ = _timed(b, lambda: score_pairs(b.model, P, R, b.pad_id, k, passes=k, mc=k > 1, show_progress=False))
+    m, _ = _timed(b, lambda: score_pairs(b.model, P, R, b.pad_id, k, passes=k, show_progress=False))
     rows.append(_row("scoring", f"ours with al.batch_size={k} (one example, its K passes, per forward)", m, ref,
                      "config change: no padding at all; on a CPU a ~300-token row already fills the GEMMs"))
     m, _ = _timed(b, lambda: release.score_pool(b.model, P, R, passes=k, mc=k > 1))
@@ -160,8 +160,8 @@ def _thread_rows(b, P, R, ref: speedlib.Measurement) -> list[dict]:  # noqa: ANN
     for threads in sorted({1, 2} - {before}):
         torch.set_num_threads(threads)
         try:
-            m, _ = _timed(b, lambda: score_pairs(b.model, P, R, b.pad_id, b.al.batch_size, passes=k, mc=k > 1,
-                                                        show_progress=False))
+            m, _ = _timed(b, lambda: score_pairs(b.model, P, R, b.pad_id, b.al.batch_size, passes=k,
+                                                 show_progress=False))
         finally:
             torch.set_num_threads(before)
         rows.append(_row("scoring", f"ours with {threads} thread(s) instead of {before}", m, ref, "torch.set_num_threads"))
@@ -175,7 +175,7 @@ def _bf16_row(b, P, R, ref: speedlib.Measurement) -> dict:  # noqa: ANN001
     low = copy.deepcopy(b.model).to(torch.bfloat16)
     fp32 = score_pairs(b.model, P, R, b.pad_id, b.al.batch_size, show_progress=False)
     m, u = _timed(b, lambda: score_pairs(low, P, R, b.pad_id, b.al.batch_size, passes=b.al.mc_passes,
-                                                 mc=b.al.mc_passes > 1, show_progress=False))
+                                         show_progress=False))
     bf = score_pairs(low, P, R, b.pad_id, b.al.batch_size, show_progress=False)
     rel = float(np.max(np.abs(bf.pe - fp32.pe) / np.maximum(1, np.abs(fp32.pe))))
     order = [list(np.argsort(-x.mean(1))) for x in (fp32.pe, bf.pe)]

@@ -190,7 +190,7 @@ def phase_score(b: Bench) -> tuple[dict, tuple[np.ndarray, np.ndarray], tuple[np
 
     def ours_scoring():  # noqa: ANN202
         with autocast_to(ours_amp, b.device):
-            return score_pairs(b.model, s.prompts, s.responses, b.pad_id, b.al.batch_size, passes=k, mc=k > 1,
+            return score_pairs(b.model, s.prompts, s.responses, b.pad_id, b.al.batch_size, passes=k,
                                seed=seed, show_progress=False)
 
     base, base_scores = speedlib.timed(b.device, baseline, reps)

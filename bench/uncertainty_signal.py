@@ -41,7 +41,7 @@ def measure(model, tok, task, examples, prompts, cfg: RunConfig, mc: bool) -> di
     gens = generate(model, tok, prompts, cfg.al.max_new_tokens, cfg.al.batch_size, is_complete=task.answer_complete)
     wrong = np.array([not task.is_correct(task.extract(g.text), e.answer) for e, g in zip(examples, gens)])
     u = score_pairs(model, prompts, [g.token_ids or [tok.eos_token_id] for g in gens], tok.pad_token_id,
-                    cfg.al.batch_size, passes=cfg.al.mc_passes, mc=mc, seed=1)
+                    cfg.al.batch_size, passes=cfg.al.mc_passes if mc else 1, seed=1)
     pe, me = u.pe.mean(1), u.me.mean(1)
     return {"error_rate": float(wrong.mean()), "auroc_pe": auroc(pe, wrong), "auroc_me": auroc(me, wrong)}
 

@@ -160,25 +160,26 @@ def _responses(exp: Experiment, idx: list[int], use_base: bool) -> list[list[int
     prompts = [exp.pool_prompts[i] for i in idx]
     desc = "generate (base)" if use_base else "generate (pool)"
     gens = generate(exp.model.model, tok, prompts, cfg.al.max_new_tokens, cfg.al.batch_size,
-                    is_complete=exp.task.answer_complete, desc=desc, show_progress=exp.show_progress)
+                    is_complete=exp.task.answer_complete, desc=desc, show_progress=exp.show_progress, dist=exp.dist)
     return [g.token_ids or [tok.eos_token_id] for g in gens]
 
 
 def _uncertainty(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> Uncertainty:
-    """Generation and scoring of pool examples `idx`, in al.precision."""
+    """Generation and scoring of pool examples `idx`, in al.precision: al.mc_passes MC-dropout passes, or one
+    deterministic pass for the base model (nothing to drop out) or with al.mc_dropout off."""
     cfg = exp.config.al
     prompts = [exp.pool_prompts[i] for i in idx]
-    mc = cfg.mc_dropout and not use_base and cfg.mc_passes > 1
+    passes = cfg.mc_passes if cfg.mc_dropout and not use_base else 1
     with autocast(cfg.precision, exp.model.device):
         if cfg.response == "options":
             options = encode_responses(exp.model.tokenizer, exp.task.choice_texts() or [],
                                        exp.config.train.max_answer_tokens)
-            return score_options(exp.model.model, prompts, options, exp.pad_id, cfg.batch_size, passes=cfg.mc_passes,
-                                 mc=mc, seed=seed, show_progress=exp.show_progress)
+            return score_options(exp.model.model, prompts, options, exp.pad_id, cfg.batch_size, passes=passes,
+                                 seed=seed, show_progress=exp.show_progress, dist=exp.dist)
         responses = _responses(exp, idx, use_base)
-        return score_pairs(exp.model.model, prompts, responses, exp.pad_id, cfg.batch_size, passes=cfg.mc_passes,
-                           mc=mc, seed=seed, desc="score (base)" if use_base else "score (pool)",
-                           show_progress=exp.show_progress)
+        return score_pairs(exp.model.model, prompts, responses, exp.pad_id, cfg.batch_size, passes=passes,
+                           seed=seed, desc="score (base)" if use_base else "score (pool)",
+                           show_progress=exp.show_progress, dist=exp.dist)
 
 
 def ensure_base_scores(exp: Experiment, idx: list[int]) -> None:
@@ -280,7 +281,7 @@ def train_round(exp: Experiment, t: int) -> dict[str, Any]:
     prompts = [exp.pool_prompts[position[lab.example_id]] for lab in labels]
     responses = encode_responses(exp.model.tokenizer, [exp.task.target(lab.answer) for lab in labels], cfg.train.max_answer_tokens)
     stats = train_adapter(exp.model.model, prompts, responses, exp.pad_id, cfg.train,
-                          derive_seed(cfg.seed, t, "train"), exp.show_progress)
+                          derive_seed(cfg.seed, t, "train"), exp.show_progress, dist=exp.dist)
     state = adapter_state(exp.model.model) if exp.dist.sharded else None  # whole tensors: every process takes part
     if exp.dist.is_main:
         save_adapter(exp.model.model, exp.run.adapter_dir(t), state)
@@ -337,7 +338,8 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
     train = train_round(exp, t)
     seconds["train"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    result = evaluate(exp.model.model, exp.model.tokenizer, exp.task, exp.test, exp.test_prompts, cfg.eval, exp.show_progress)
+    result = evaluate(exp.model.model, exp.model.tokenizer, exp.task, exp.test, exp.test_prompts, cfg.eval,
+                      exp.show_progress, dist=exp.dist)
     if exp.dist.is_main:
         write_jsonl(exp.run.predictions_path(t), result.predictions)
     seconds["eval"] = time.perf_counter() - clock

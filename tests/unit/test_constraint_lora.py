@@ -137,16 +137,16 @@ def test_reset_adapter_makes_the_model_equal_the_base(model: nn.Module) -> None:
 
 def test_mc_passes_of_the_lora_model_differ_and_reproduce_per_seed(model: nn.Module) -> None:
     set_b_nonzero(model)
-    pe, me = score(model, mc=True, passes=3, seed=11)
+    pe, me = score(model, passes=3, seed=11)
     n = len(PROMPTS)
     assert pe.shape == (n, 3) and me.shape == (n, 3)
     for x in (pe, me):
         for i, j in ((0, 1), (0, 2), (1, 2)):
             assert np.abs(x[:, i] - x[:, j]).max() > 1e-4, f"MC passes {i} and {j} are identical"
-    pe2, me2 = score(model, mc=True, passes=3, seed=11)
+    pe2, me2 = score(model, passes=3, seed=11)
     np.testing.assert_array_equal(pe, pe2)
     np.testing.assert_array_equal(me, me2)
-    pe3, _ = score(model, mc=True, passes=3, seed=12)
+    pe3, _ = score(model, passes=3, seed=12)
     assert not np.array_equal(pe, pe3)
     assert training_modules(model) == []
 
@@ -154,11 +154,11 @@ def test_mc_passes_of_the_lora_model_differ_and_reproduce_per_seed(model: nn.Mod
 def test_mc_passes_do_not_depend_on_the_global_rng_and_leave_it_alone(model: nn.Module) -> None:
     set_b_nonzero(model)
     torch.manual_seed(0)
-    pe_a, _ = score(model, mc=True, passes=3, seed=11)
+    pe_a, _ = score(model, passes=3, seed=11)
     state = torch.get_rng_state()
     torch.manual_seed(999)
     state_999 = torch.get_rng_state()
-    pe_b, _ = score(model, mc=True, passes=3, seed=11)
+    pe_b, _ = score(model, passes=3, seed=11)
     assert torch.equal(torch.get_rng_state(), state_999)
     assert not torch.equal(state, state_999)
     np.testing.assert_array_equal(pe_a, pe_b)
@@ -166,12 +166,12 @@ def test_mc_passes_do_not_depend_on_the_global_rng_and_leave_it_alone(model: nn.
 
 def test_mc_off_is_deterministic_and_equals_eval_mode(model: nn.Module) -> None:
     set_b_nonzero(model)
-    pe, me = score(model, mc=False, passes=3, seed=11)
+    pe, me = score(model, passes=1, seed=11)
     assert pe.shape == (len(PROMPTS), 1)
-    pe2, me2 = score(model, mc=False, passes=3, seed=99)
+    pe2, me2 = score(model, passes=1, seed=99)
     np.testing.assert_array_equal(pe, pe2)
     np.testing.assert_array_equal(me, me2)
-    mc_pe, _ = score(model, mc=True, passes=3, seed=11)
+    mc_pe, _ = score(model, passes=3, seed=11)
     assert np.abs(mc_pe - pe).max() > 1e-4  # dropout really was off without mc
     assert training_modules(model) == []
 
@@ -179,13 +179,13 @@ def test_mc_off_is_deterministic_and_equals_eval_mode(model: nn.Module) -> None:
 def test_base_model_passes_are_identical_under_mc(model: nn.Module) -> None:
     set_b_nonzero(model)
     with adapter_disabled(model):
-        pe, me = score(model, mc=True, passes=3, seed=11)
-        again, _ = score(model, mc=True, passes=3, seed=12)
+        pe, me = score(model, passes=3, seed=11)
+        again, _ = score(model, passes=3, seed=12)
     assert pe.shape == (len(PROMPTS), 3)
     for x in (pe, me):
         np.testing.assert_allclose(x, np.repeat(x[:, :1], 3, axis=1), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(pe, again, rtol=1e-6, atol=1e-6)
-    tuned, _ = score(model, mc=False)
+    tuned, _ = score(model)
     assert np.abs(tuned[:, 0] - pe[:, 0]).max() > 1e-3  # the adapter is back on after the context
     assert training_modules(model) == []
 

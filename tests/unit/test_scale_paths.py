@@ -47,8 +47,8 @@ def test_4bit_without_cuda_is_one_clear_error(tmp_path, capsys):
 def test_mc_scores_do_not_depend_on_batch_size(loaded):
     prompts, responses = _pairs(loaded)
     pad = loaded.tokenizer.pad_token_id
-    one = score_pairs(loaded.model, prompts, responses, pad, batch_size=3, passes=3, mc=True, seed=5, show_progress=False)
-    many = score_pairs(loaded.model, prompts, responses, pad, batch_size=12, passes=3, mc=True, seed=5, show_progress=False)
+    one = score_pairs(loaded.model, prompts, responses, pad, batch_size=3, passes=3, seed=5, show_progress=False)
+    many = score_pairs(loaded.model, prompts, responses, pad, batch_size=12, passes=3, seed=5, show_progress=False)
     np.testing.assert_allclose(one.pe, many.pe, rtol=1e-5)
     np.testing.assert_allclose(one.me, many.me, rtol=1e-5)
     assert not np.allclose(one.pe[:, 0], one.pe[:, 1])  # the passes really are stochastic
@@ -130,6 +130,13 @@ def test_lockstep_share_tops_up_short_shares_only_when_parameters_are_sharded():
     assert Dist(1, 2, fsdp=FsdpSettings()).lockstep_share(items) == (["b", "d", "a"], 2)  # one stand-in, result dropped
     assert Dist(3, 4, fsdp=FsdpSettings()).lockstep_share(["a"]) == (["a"], 0)
     assert Dist(1, 2, fsdp=FsdpSettings()).lockstep_share([]) == ([], 0)
+
+
+def test_map_batches_runs_every_batch_and_returns_each_items_result_in_index_order():
+    batches = [[3, 0], [4], [1, 2]]  # length-bucketed: not in index order
+    ran: list[list[int]] = []
+    results = Dist().map_batches(batches, lambda batch: ran.append(batch) or [f"r{i}" for i in batch])
+    assert ran == batches and results == ["r0", "r1", "r2", "r3", "r4"]
 
 
 def test_fsdp_with_a_4bit_base_is_refused_before_the_model_loads(tiny_run_config, monkeypatch):

@@ -82,6 +82,15 @@ def test_a_deepspeed_launch_without_deepspeed_installed_says_how_to_install_it(m
     assert "pip install" in str(err.value)
 
 
+def test_inference_blocks_use_no_grad_only_for_a_partitioned_model():
+    """Parameters ZeRO-3 gathers in inference mode would become inference tensors that training cannot use."""
+    model = torch.nn.Linear(2, 2)
+    with zero3.inference(model):
+        assert torch.is_inference_mode_enabled()
+    model.weight.ds_id = 0  # as ZeRO-3 marks the parameters it partitions
+    with zero3.inference(model):
+        assert not torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
+
 
 def _spawn(fn, *args) -> None:  # noqa: ANN001
     """Run fn(rank, *args) in 2 processes; a hang (mismatched collectives) fails instead of blocking."""

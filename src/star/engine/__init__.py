@@ -1,1 +1,2 @@
-"""Layer 4, the model: loading, batching, precision, dropout, forward, generation, scoring, training, evaluation."""
+"""Layer 4, the model: loading and placement, the adapter, batching, precision, dropout, forward, generation,
+scoring, training, evaluation."""

@@ -18,6 +18,7 @@ from torch import nn
 from star.al.calibration import expected_calibration_error, reliability_bins
 from star.config import EvalConfig
 from star.engine.generation import Generation, generate, token_char_ends
+from star.parallel.distributed import Dist
 from star.tasks.base import Example, Task
 
 
@@ -48,10 +49,10 @@ def answer_confidence(tokenizer, task: Task, gen: Generation) -> float:  # noqa:
 
 
 def evaluate(model: nn.Module, tokenizer, task: Task, examples: Sequence[Example], prompts: Sequence[list[int]],  # noqa: ANN001
-             config: EvalConfig, show_progress: bool = True) -> EvalResult:
-    """Accuracy (task's answer extraction) and ECE of the model on `examples`."""
+             config: EvalConfig, show_progress: bool = True, *, dist: Dist = Dist()) -> EvalResult:
+    """Accuracy (task's answer extraction) and ECE of the model on `examples` (generation shared out over `dist`)."""
     gens = generate(model, tokenizer, prompts, config.max_new_tokens, config.batch_size,
-                    is_complete=task.answer_complete, desc="evaluate", show_progress=show_progress)
+                    is_complete=task.answer_complete, desc="evaluate", show_progress=show_progress, dist=dist)
     correct, confidence, predictions = [], [], []
     for ex, gen in zip(examples, gens):
         pred = task.extract(gen.text)

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 from transformers import LogitsProcessorList
 
 from star.engine.batching import length_batches
-from star.parallel import distributed, zero3
+from star.parallel import zero3
+from star.parallel.distributed import Dist
 
 
 @dataclass
@@ -81,26 +81,26 @@ def _trim(ids: list[int], logprobs: list[float], eos_id: int, pad_id: int) -> tu
     return ids[:end], logprobs[:end]
 
 
-@zero3.inference
 def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,  # noqa: ANN001
                    is_complete: Callable[[str], bool] | None = None, synced: bool = False) -> list[Generation]:
     """Greedy answers for one batch of prompt ids.
 
-    `synced`: with FSDP-sharded parameters, every process keeps stepping until all are done.
+    `synced`: with sharded parameters (FSDP, ZeRO-3), every process keeps stepping until all are done.
     """
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids, mask = _left_pad(prompts, pad_id)
+    ids, mask = _left_pad(prompts, pad_id)  # (B, P) each
     stop = [] if is_complete is None else [_AnswerComplete(tokenizer, ids.shape[1], is_complete)]
     record = _StepLogprobs(pad_id)
-    out = model.generate(
-        input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-        do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
-        pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, stopping_criteria=stop,
-        logits_processor=LogitsProcessorList([record]), synced_gpus=synced,
-    )
-    new = out[:, ids.shape[1] :].cpu()  # (B, t)
-    logp = record.logprobs(new)  # (B, t)
+    with zero3.inference(model):
+        out = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+            do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
+            pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, stopping_criteria=stop,
+            logits_processor=LogitsProcessorList([record]), synced_gpus=synced,
+        )  # (B, P + t)
+        new = out[:, ids.shape[1] :].cpu()  # (B, t)
+        logp = record.logprobs(new)  # (B, t)
     results = []
     for row in range(new.shape[0]):
         token_ids, lps = _trim(new[row].tolist(), logp[row].tolist(), tokenizer.eos_token_id, pad_id)
@@ -110,22 +110,15 @@ def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], ma
 
 def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,  # noqa: ANN001
              is_complete: Callable[[str], bool] | None = None, desc: str = "generate",
-             show_progress: bool = True) -> list[Generation]:
+             show_progress: bool = True, *, dist: Dist = Dist()) -> list[Generation]:
     """Greedy answers for all prompts, length-bucketed into batches, in input order.
 
-    Whole batches are shared out across processes in a multi-process run and gathered back.
+    Whole batches are shared out across `dist`'s processes in a multi-process run and gathered back.
     """
-    dist = distributed.current()
-    batches, real = dist.lockstep_share(list(length_batches([len(p) for p in prompts], batch_size)))
-    done: list[tuple[int, Generation]] = []
-    for k, batch in enumerate(tqdm(batches, desc=desc, unit="batch", disable=not show_progress or not dist.is_main, leave=False)):
-        gens = generate_batch(model, tokenizer, [prompts[i] for i in batch], max_new_tokens, is_complete, synced=dist.sharded)
-        if k < real:  # the rest only kept sharded (FSDP) processes in step
-            done.extend(zip(batch, gens))
-    results: list[Generation | None] = [None] * len(prompts)
-    for i, gen in dist.gather(done):
-        results[i] = gen
-    return [r for r in results if r is not None]
+    batches = list(length_batches([len(p) for p in prompts], batch_size))
+    return dist.map_batches(batches, lambda batch: generate_batch(model, tokenizer, [prompts[i] for i in batch],
+                                                                  max_new_tokens, is_complete, synced=dist.sharded),
+                            desc, show_progress)
 
 
 def token_char_ends(tokenizer, token_ids: Sequence[int]) -> list[int]:  # noqa: ANN001

@@ -15,7 +15,8 @@ def check_placement(config: ModelConfig, dist: Dist) -> None:
     """Refuse, before anything loads, a model setting the launch's engine cannot run."""
     if dist.sharded and config.load_in_4bit:
         raise ConfigError(f"model.load_in_4bit=true cannot be combined with a {dist.engine} launch",
-                          hint=f"use a DDP config with the 4-bit base (each GPU holds it whole), or {dist.engine} without 4-bit")
+                          hint=f"use a DDP config with the 4-bit base (each GPU holds it whole), "
+                               f"or {dist.engine} without 4-bit")
 
 
 def load_for_engine(config: ModelConfig, lora: LoraSettings, dist: Dist, show_progress: bool = True) -> LoadedModel:

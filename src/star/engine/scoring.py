@@ -1,7 +1,7 @@
 """Batched, gradient-free uncertainty of the pool: PE and ME over a response, K MC passes.
 
-Output arrays: pe, me of shape (n, K) for n pool examples and K passes (K = 1 when the
-passes are deterministic: base model, or MC dropout off). Each example's dropout masks come
+Output arrays: pe, me of shape (n, K) for n pool examples and K passes: K > 1 runs K passes with
+LoRA dropout on (MC dropout), K = 1 one deterministic pass. Each example's dropout masks come
 from its own seed (`seeded_dropout`), so scores do not depend on batching or processes.
 """
 
@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from star.al.seeds import row_seed
 from star.al.uncertainty import Uncertainty, option_uncertainty
@@ -20,18 +19,21 @@ from star.engine.adapter import mc_dropout
 from star.engine.batching import collate_pairs, length_batches
 from star.engine.forward import sequence_scores
 from star.engine.seeded_dropout import row_seeds
-from star.parallel import distributed, zero3
+from star.parallel import zero3
+from star.parallel.distributed import Dist
 
 
 def _score_batch(model: nn.Module, idx: list[int], prompts: Sequence[list[int]], responses: Sequence[list[int]],
-                 pad_id: int, passes: int, seed: int, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(B, K) PE and ME for one batch, its K passes stacked on the batch axis."""
+                 pad_id: int, passes: int, seed: int, device: torch.device) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(PE (K,), ME (K,)) of each example of one batch, its K passes stacked on the batch axis."""
     rows = [(k, i) for k in range(passes) for i in idx]  # (K*B,) pass-major
     batch = collate_pairs([prompts[i] for _, i in rows], [responses[i] for _, i in rows], pad_id).to(device)
     lengths = batch.attention_mask.sum(1).tolist()
     with row_seeds([row_seed(seed, i, k) for k, i in rows], lengths):
         pe, me = sequence_scores(model, batch)  # (K*B,) each
-    return (pe.view(passes, len(idx)).T.double().cpu().numpy(), me.view(passes, len(idx)).T.double().cpu().numpy())
+    pe_bk = pe.view(passes, len(idx)).T.double().cpu().numpy()  # (B, K)
+    me_bk = me.view(passes, len(idx)).T.double().cpu().numpy()  # (B, K)
+    return list(zip(pe_bk, me_bk))
 
 
 CPU_TOKENS_PER_FORWARD = 1024  # rows x width of one CPU forward: GEMMs are already efficient at ~1k rows
@@ -53,37 +55,30 @@ def score_batches(lengths: Sequence[int], per_batch: int, passes: int, device: t
     return batches
 
 
-@zero3.inference
 def score_pairs(model: nn.Module, prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int,
-                batch_size: int, passes: int = 1, mc: bool = False, seed: int = 0, desc: str = "score",
-                show_progress: bool = True) -> Uncertainty:
-    """PE/ME of each response given its prompt; with `mc`, K passes with LoRA dropout on.
+                batch_size: int, passes: int = 1, seed: int = 0, desc: str = "score", show_progress: bool = True,
+                *, dist: Dist = Dist()) -> Uncertainty:
+    """PE/ME of each response given its prompt: `passes` K > 1 passes with LoRA dropout on, or K = 1 without.
 
-    Batches (of `batch_size` rows, K passes included) are shared out across processes when
-    the run is launched on several, and the results gathered on every process.
+    Batches (of `batch_size` rows, K passes included) are shared out across `dist`'s processes
+    when the run is launched on several, and the results gathered on every process.
     """
-    passes = passes if mc else 1
-    dist = distributed.current()
     device = next(model.parameters()).device
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
-    batches, real = dist.lockstep_share(score_batches(lengths, max(1, batch_size // passes), passes, device))
-    done: list[tuple[list[int], np.ndarray, np.ndarray]] = []
-    with mc_dropout(model, enabled=mc):
-        for idx in tqdm(batches, desc=desc, unit="batch", disable=not show_progress or not dist.is_main, leave=False):
-            done.append((idx, *_score_batch(model, idx, prompts, responses, pad_id, passes, seed, device)))
-    done = done[:real]  # the rest only kept sharded (FSDP) processes in step
-    pe = np.zeros((len(prompts), passes), dtype=np.float64)
-    me = np.zeros((len(prompts), passes), dtype=np.float64)
-    for idx, b_pe, b_me in dist.gather(done):
-        pe[idx], me[idx] = b_pe, b_me
+    batches = score_batches(lengths, max(1, batch_size // passes), passes, device)
+    with zero3.inference(model), mc_dropout(model, enabled=passes > 1):
+        rows = dist.map_batches(batches, lambda idx: _score_batch(model, idx, prompts, responses, pad_id, passes, seed,
+                                                                  device), desc, show_progress)
+    pe = np.array([r[0] for r in rows], dtype=np.float64).reshape(len(prompts), passes)  # (n, K)
+    me = np.array([r[1] for r in rows], dtype=np.float64).reshape(len(prompts), passes)  # (n, K)
     return Uncertainty(pe, me)
 
 
 def score_options(model: nn.Module, prompts: Sequence[list[int]], options: Sequence[list[int]], pad_id: int,
-                  batch_size: int, passes: int = 1, mc: bool = False, seed: int = 0, desc: str = "score options",
-                  show_progress: bool = True) -> Uncertainty:
+                  batch_size: int, passes: int = 1, seed: int = 0, desc: str = "score options",
+                  show_progress: bool = True, *, dist: Dist = Dist()) -> Uncertainty:
     """`option_uncertainty` of each prompt over the C answer options (token ids of each option's target)."""
     n, c = len(prompts), len(options)
     pairs = score_pairs(model, [p for p in prompts for _ in range(c)], [o for _ in prompts for o in options], pad_id,
-                        batch_size, passes=passes, mc=mc, seed=seed, desc=desc, show_progress=show_progress)
+                        batch_size, passes=passes, seed=seed, desc=desc, show_progress=show_progress, dist=dist)
     return option_uncertainty(-pairs.pe.reshape(n, c, -1))  # PE of a pair = -log p(option)

@@ -23,7 +23,7 @@ from star.engine.batching import PairBatch, collate_pairs, length_batches
 from star.engine.forward import response_logits
 from star.engine.precision import autocast_dtype, autocast_to
 from star.engine.seeded_dropout import row_seeds
-from star.parallel import distributed
+from star.parallel.distributed import Dist
 from star.parallel.stepper import Stepper
 
 
@@ -80,7 +80,7 @@ class ResponseLoss(nn.Module):
         return loss_sum * world / total_tokens
 
 
-def _step_rows(idx: list[int], responses: Sequence[list[int]], epoch: int, seed: int, dist: distributed.Dist,
+def _step_rows(idx: list[int], responses: Sequence[list[int]], epoch: int, seed: int, dist: Dist,
                ) -> tuple[list[int], list[int], int, float]:
     """This process's rows of a global batch, their dropout seeds, the batch's response tokens, and a loss weight.
 
@@ -109,15 +109,15 @@ def _checkpointing(model: nn.Module, on: bool) -> None:
 
 
 def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int,
-                  config: TrainConfig, seed: int, show_progress: bool = True) -> TrainStats:
+                  config: TrainConfig, seed: int, show_progress: bool = True, *, dist: Dist = Dist()) -> TrainStats:
     """Fit the live adapter on (prompt, response) pairs; deterministic for a given seed.
 
     Each global batch is the same whatever the number of processes: every process takes a
     share of its rows, and each row's dropout mask comes from its own seed, so a multi-process
-    run trains the same adapter as one process (up to floating-point summation order).
+    run trains the same adapter as one process (up to floating-point summation order). `dist`: this
+    process's place in the run (one process by default).
     """
     start = time.perf_counter()
-    dist = distributed.current()
     device = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]

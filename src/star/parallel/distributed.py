@@ -4,7 +4,8 @@
 accelerate config) starts N copies of the run. Pool scoring, generation and
 evaluation are sharded across them by whole batches (so every batch, and its result, is the
 same as in one process); the results are gathered on every process, each computes the same
-selection, and only the main process writes the run directory and the label store.
+selection, and only the main process writes the run directory and the label store. `init` returns
+this process's `Dist`; the loop hands it to every engine function that shares out work.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import atexit
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import torch
+from tqdm.auto import tqdm
 
 from star.parallel.fsdp import FsdpSettings, fsdp_settings
 from star.parallel.zero3 import DeepSpeedSettings, deepspeed_settings
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def free_port() -> int:
@@ -105,6 +108,20 @@ class Dist:
         per_process = -(-len(items) // self.world)
         return mine + [items[0]] * (per_process - len(mine)), len(mine)
 
+    def map_batches(self, batches: Sequence[list[int]], run: Callable[[list[int]], Sequence[R]], desc: str = "",
+                    show_progress: bool = False) -> list[R]:
+        """`run` over batches of item indices, shared out across the processes; every item's result, on every process.
+
+        `run(batch)` returns one result per index of `batch`. This process runs its share of the
+        batches (`lockstep_share`; stand-ins' results are dropped), the shares are gathered, and the
+        results come back in the order of the items' indices. The progress bar shows on the main process.
+        """
+        mine, real = self.lockstep_share(batches)
+        bar = tqdm(mine, desc=desc, unit="batch", disable=not show_progress or not self.is_main, leave=False)
+        done = [(batch, run(batch)) for batch in bar][:real]  # the rest only kept sharded processes in step
+        by_index = {i: result for batch, results in self.gather(done) for i, result in zip(batch, results)}
+        return [by_index[i] for i in sorted(by_index)]
+
     def gather(self, items: list[Any]) -> list[Any]:
         """Concatenate every process's list, on every process (rank order)."""
         if self.world == 1:
@@ -125,13 +142,11 @@ class Dist:
             torch.distributed.barrier()
 
 
-_CURRENT = Dist()
-
 def check_engine() -> tuple[FsdpSettings | None, DeepSpeedSettings | None]:
     """The launch's FSDP or DeepSpeed settings (None, None for DDP or one process).
 
     Refuses Megatron-LM, and settings star cannot honour, before the model loads. DDP, FSDP
-    (through torch's FSDP2, parallel/fsdp.py) and DeepSpeed ZeRO-3 (zero3.py) are supported.
+    (through torch's FSDP2, parallel/fsdp.py) and DeepSpeed ZeRO-3 (parallel/zero3.py) are supported.
     """
     from star.errors import ConfigError
 
@@ -145,20 +160,17 @@ def check_engine() -> tuple[FsdpSettings | None, DeepSpeedSettings | None]:
 
 
 def init(device_kind: str = "auto") -> Dist:
-    """Join the launched process group (gloo on CPU, nccl on CUDA) and remember this process's place."""
-    global _CURRENT
+    """Join the launched process group (gloo on CPU, nccl on CUDA); this process's place, to be handed on."""
     fsdp, deepspeed = check_engine()
     if launched_world_size() <= 1:
-        _CURRENT = Dist()
-        return _CURRENT
+        return Dist()
     from accelerate import PartialState
 
     cpu = device_kind == "cpu" or not torch.cuda.is_available()
     state = PartialState(cpu=cpu)
     atexit.register(leave_process_group)
     device = torch.device("cpu") if cpu else state.device
-    _CURRENT = Dist(state.process_index, state.num_processes, device, fsdp, deepspeed)
-    return _CURRENT
+    return Dist(state.process_index, state.num_processes, device, fsdp, deepspeed)
 
 
 def leave_process_group() -> None:
@@ -192,8 +204,3 @@ def exit_process(code: int) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-
-
-def current() -> Dist:
-    """The Dist set by `init` (a single process until then)."""
-    return _CURRENT

@@ -123,7 +123,7 @@ def shard_model(model: nn.Module, settings: FsdpSettings, device: torch.device) 
     for layer in layers:
         fully_shard(layer, **kwargs)
     fully_shard(causal_lm, **kwargs)
-    # star's own forwards (forward.py) call the decoder and the LM head separately, not the
+    # star's own forwards (engine/forward.py) call the decoder and the LM head separately, not the
     # root's forward: this method runs them with the root's parameters (embedding, norm, head) gathered.
     setattr(causal_lm, ROOT_METHOD, types.MethodType(_call, causal_lm))
     register_fsdp_forward_method(causal_lm, ROOT_METHOD)

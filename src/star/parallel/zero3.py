@@ -8,26 +8,22 @@ parameters for its forward (and backward). Scoring, generation and evaluation ru
 those hooks; each round's training gets an engine of its own, with that round's fresh AdamW,
 and is destroyed after it. As with FSDP, every process must run the same forwards in the same
 order (`Dist.lockstep_share`, `generate(synced_gpus=True)`), and adapter weights are read and
-written through `sharding`'s helpers, which dispatch here for partitioned parameters.
+written through parallel/fsdp.py's helpers, which dispatch here for partitioned parameters.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 from torch import nn
 
 from star.errors import ConfigError
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -92,22 +88,14 @@ def ds_config(settings: DeepSpeedSettings, device: torch.device, world: int) -> 
     }
 
 
-_partitioned = False  # whether this process partitioned a model with ZeRO-3
+def inference(model: nn.Module) -> contextlib.AbstractContextManager:
+    """A gradient-free block of forwards through `model`: `torch.inference_mode`, or `torch.no_grad`
+    when ZeRO-3 partitions the model's parameters.
 
-
-def inference(fn: Callable[..., T]) -> Callable[..., T]:
-    """`torch.inference_mode` around `fn`, or `torch.no_grad` once ZeRO-3 partitions the model.
-
-    ZeRO-3 gathers parameters inside the call; gathered in inference mode, they would become
+    ZeRO-3 gathers parameters inside the forward; gathered in inference mode, they would become
     inference tensors that training can no longer use (`requires_grad` is refused on them).
     """
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs) -> T:  # noqa: ANN002, ANN003
-        with torch.no_grad() if _partitioned else torch.inference_mode():
-            return fn(*args, **kwargs)
-
-    return run
+    return torch.no_grad() if is_partitioned_model(model) else torch.inference_mode()
 
 
 def _join(device: torch.device) -> None:
@@ -140,13 +128,11 @@ def partition_model(model: nn.Module, settings: DeepSpeedSettings, device: torch
     """
     import deepspeed
 
-    global _partitioned
     _join(device)
     config = ds_config(settings, device, world)
-    if not any(is_partitioned(p) for p in model.parameters()):
+    if not is_partitioned_model(model):
         _partition_in_place(model, config, device)
     engine, *_ = deepspeed.initialize(model=model, config=config)  # installs the hooks on the partitioned model
-    _partitioned = True
     object.__setattr__(model, ENGINE_ATTR, engine)  # not a submodule: the engine wraps the model
     log.debug("DeepSpeed ZeRO-3: %d parameters partitioned across %d processes", sum(1 for _ in model.parameters()), world)
 
@@ -175,6 +161,11 @@ def training_engine(model: nn.Module, module: nn.Module, optimizer: torch.optim.
 def is_partitioned(param: torch.Tensor) -> bool:
     """True for a ZeRO-3 partitioned parameter."""
     return hasattr(param, "ds_id")
+
+
+def is_partitioned_model(model: nn.Module) -> bool:
+    """True once ZeRO-3 has partitioned `model`'s parameters (every one of them, as `partition_model` does)."""
+    return any(is_partitioned(p) for p in model.parameters())
 
 
 def whole_shape(param: torch.Tensor) -> torch.Size:
