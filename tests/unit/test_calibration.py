@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from star.al.calibration import expected_calibration_error, reliability_bins
+from star.al.calibration import bins_ece, expected_calibration_error, reliability_bins
 
 
 def test_ece_hand_example() -> None:
@@ -75,3 +75,27 @@ def test_ece_is_bounded_and_accepts_lists() -> None:
     ece = expected_calibration_error(conf.tolist(), correct.tolist())
     assert 0.0 <= ece <= 1.0
     assert ece == pytest.approx(expected_calibration_error(conf, correct))
+
+
+def test_bins_ece_hand_example() -> None:
+    # 2 answers at conf .3 acc .5, 8 at conf .8 acc .5: ECE = .2 * .2 + .8 * .3 = .28
+    bins = [{"lo": 0.0, "hi": 0.5, "count": 2, "confidence": 0.3, "accuracy": 0.5},
+            {"lo": 0.5, "hi": 1.0, "count": 8, "confidence": 0.8, "accuracy": 0.5}]
+    assert bins_ece(bins) == pytest.approx(0.28)
+    assert bins_ece([{**b, "count": 0} for b in bins]) == 0.0 and bins_ece([]) == 0.0
+
+
+def _weighted(a: dict, b: dict, key: str) -> float:
+    """Count-weighted mean of two bins' `key`."""
+    n = a["count"] + b["count"]
+    return (a["count"] * a[key] + b["count"] * b[key]) / n if n else 0.0
+
+
+def test_bins_ece_of_pooled_bins_is_the_ece_of_all_answers() -> None:
+    rng = np.random.default_rng(1)
+    conf, correct = rng.random(300), (rng.random(300) < 0.6).astype(int)
+    assert bins_ece(reliability_bins(conf, correct)) == expected_calibration_error(conf, correct)
+    halves = [reliability_bins(conf[:100], correct[:100]), reliability_bins(conf[100:], correct[100:])]
+    pooled = [{"count": a["count"] + b["count"], "confidence": _weighted(a, b, "confidence"),
+               "accuracy": _weighted(a, b, "accuracy")} for a, b in zip(*halves)]
+    assert bins_ece(pooled) == pytest.approx(expected_calibration_error(conf, correct), abs=1e-12)

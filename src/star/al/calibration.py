@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 
@@ -25,7 +27,13 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, bins: int = 10
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> float:
     """ECE = sum_b (n_b / n) |acc_b - conf_b| over equal-width confidence bins."""
-    n = len(confidence)
-    if n == 0:
+    return bins_ece(reliability_bins(confidence, correct, bins))
+
+
+def bins_ece(bins: Sequence[Mapping[str, float]]) -> float:
+    """ECE of reliability bins (count, confidence, accuracy each): sum_b (n_b / n) |acc_b - conf_b|, n the
+    total count; 0 for no answers. Bins pooled over several evaluations give the ECE of all their answers."""
+    total = sum(b["count"] for b in bins)
+    if total == 0:
         return 0.0
-    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in reliability_bins(confidence, correct, bins)))
+    return float(sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins))

@@ -25,13 +25,23 @@ from star.config import (
     with_stored_defaults,
 )
 from star.errors import ConfigError, RunStateError
-from star.experiments.grid import GRID_FILE, Arm, Cell, grid_record, read_grid, write_grid
+from star.experiments.grid import (
+    GRID_FILE,
+    Arm,
+    Cell,
+    cell_path,
+    grid_record,
+    is_grid,
+    read_grid,
+    recorded_arms,
+    write_grid,
+)
 from star.experiments.report import write_report
+from star.experiments.settings import PER_RUN, differing
 from star.store.runs import RunDir
 
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _RESERVED = {"report", "logs"}  # OUT/report/ and OUT/logs/ (parallel cells' output)
-_GRID_SET = ("seed", "output_dir")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -39,7 +49,8 @@ def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}", hint="e.g. --seeds 0,1,2") from None
+        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}",
+                          hint="e.g. --seeds 0,1,2") from None
     if not seeds:
         raise ConfigError("--seeds is empty", hint="e.g. --seeds 0,1,2")
     return seeds
@@ -62,14 +73,15 @@ def _check_shape(arms: Sequence[Arm], seeds: Sequence[int]) -> None:
         problems.append(f"arm {name!r} is given more than once")
     for arm in arms:
         if not _ARM_NAME.match(arm.name) or arm.name in _RESERVED:
-            problems.append(f"arm name {arm.name!r} must be a folder name (letters, digits, . _ + -) other than 'report'")
+            problems.append(f"arm name {arm.name!r} must be a folder name (letters, digits, . _ + -)"
+                            " other than 'report'")
         for text in arm.overrides:
             try:
                 key = ".".join(parse_override(text)[0])
             except ConfigError:
                 problems.append(f"arm {arm.name}: override {text!r} is not key=value")
                 continue
-            if key in _GRID_SET:
+            if key in PER_RUN:
                 problems.append(f"arm {arm.name}: {key} is set by the grid per cell; remove it")
     if len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         problems.append(f"seeds {list(seeds)} must be distinct integers")
@@ -83,7 +95,7 @@ def _base_dict(base_config: RunConfig | dict[str, Any] | None) -> dict[str, Any]
     if base_config is None or isinstance(base_config, dict):
         base_config = build_config(copy.deepcopy(base_config or {}), source="compare base config")
     data = base_config.model_dump(mode="json")
-    for key in _GRID_SET:
+    for key in PER_RUN:
         data.pop(key, None)
     return data
 
@@ -105,15 +117,8 @@ def _existing_mismatch(cell: Cell) -> str | None:
     want = cell.config.model_dump(mode="json")
     have.pop("output_dir", None)
     want.pop("output_dir", None)
-    diff = sorted(k for k in _flat(want).keys() | _flat(have).keys() if _flat(want).get(k) != _flat(have).get(k))
+    diff = differing(want, have)
     return None if not diff else f"holds a run with a different config (differs in {', '.join(diff)})"
-
-
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    """{'al': {'rounds': 3}} -> {'al.rounds': 3}."""
-    if not isinstance(data, dict):
-        return {prefix: data}
-    return {k: v for key, value in data.items() for k, v in _flat(value, f"{prefix}.{key}" if prefix else key).items()}
 
 
 def plan(base: dict[str, Any], arms: Sequence[Arm], seeds: Sequence[int], out_dir: Path) -> list[Cell]:
@@ -126,19 +131,21 @@ def plan(base: dict[str, Any], arms: Sequence[Arm], seeds: Sequence[int], out_di
     cells, problems = [], []
     for seed in seeds:
         for arm in arms:
-            path = out_dir / arm.name / f"seed-{seed}"
+            path = out_dir / cell_path(arm.name, seed)
             data = {**copy.deepcopy(base), "seed": seed, "output_dir": str(path)}
             try:
-                cell = Cell(arm.name, seed, path, build_config(data, list(arm.overrides), source=f"arm {arm.name}, seed {seed}"))
+                config = build_config(data, list(arm.overrides), source=f"arm {arm.name}, seed {seed}")
             except ConfigError as e:
-                problems.append(f"cell {arm.name}/seed-{seed}:\n{_indent(e.message)}")
+                problems.append(f"cell {cell_path(arm.name, seed)}:\n{_indent(e.message)}")
                 continue
+            cell = Cell(arm.name, seed, path, config)
             mismatch = _existing_mismatch(cell)
             if mismatch:
                 problems.append(f"cell {cell.label}: {path} {mismatch}")
             cells.append(cell)
     if problems:
-        raise ConfigError(f"{len(problems)} of {len(arms) * len(seeds)} grid cells are invalid:\n" + "\n".join(problems),
+        raise ConfigError(f"{len(problems)} of {len(arms) * len(seeds)} grid cells are invalid:\n"
+                          + "\n".join(problems),
                           hint="fix the base config or the arms' overrides (or move the conflicting folders away);"
                                " nothing was run")
     return cells
@@ -146,8 +153,7 @@ def plan(base: dict[str, Any], arms: Sequence[Arm], seeds: Sequence[int], out_di
 
 def _check_grid(out_dir: Path, grid: dict[str, Any]) -> bool:
     """Whether OUT/grid.yaml exists; raise if it records another grid or OUT holds something else."""
-    path = out_dir / GRID_FILE
-    if not path.is_file():
+    if not is_grid(out_dir):
         if out_dir.exists() and any(out_dir.iterdir()):
             raise RunStateError(f"{out_dir} is not empty and holds no {GRID_FILE}",
                                 hint="choose a new --out folder for the grid")
@@ -155,13 +161,12 @@ def _check_grid(out_dir: Path, grid: dict[str, Any]) -> bool:
     old = read_grid(out_dir)
     diff = [k for k in ("arms", "seeds") if old.get(k) != grid[k]]
     try:  # the recorded base as this version reads it: fields added since take their old behaviour
-        base_old = _flat(_base_dict(with_stored_defaults(old["base_config"])))
+        base_old = _base_dict(with_stored_defaults(old["base_config"]))
     except ConfigError:
-        base_old = _flat(old["base_config"])
-    base_new = _flat(grid["base_config"])
-    diff += sorted(f"base_config.{k}" for k in base_old.keys() | base_new.keys() if base_old.get(k) != base_new.get(k))
+        base_old = old["base_config"]
+    diff += [f"base_config.{k}" for k in differing(base_old, grid["base_config"])]
     if diff:
-        raise ConfigError(f"{path} records a different grid (differs in {', '.join(diff)})",
+        raise ConfigError(f"{out_dir / GRID_FILE} records a different grid (differs in {', '.join(diff)})",
                           hint=f"continue it with `star compare --resume {out_dir}`, or choose a new --out")
     return True
 
@@ -172,23 +177,36 @@ def _rounds_done(cell: Cell) -> int | None:
     return len(run.finished_rounds()) if run.config_path.is_file() else None
 
 
+def _skip_finished(cell: Cell, at: str, show_progress: bool) -> bool:
+    """Whether the cell's run has all its rounds (then say it is skipped); `at` prefixes the line."""
+    done, total = _rounds_done(cell) or 0, cell.config.al.rounds
+    if done >= total:
+        _say(show_progress, f"{at}{cell.label}: finished ({done}/{total} rounds), skipped")
+    return done >= total
+
+
+def _say_if_stopped(cell: Cell, at: str, show_progress: bool) -> None:
+    """After running a cell: say so if it still lacks rounds (e.g. a human annotator's labels)."""
+    done, total = _rounds_done(cell) or 0, cell.config.al.rounds
+    if done < total:
+        _say(show_progress, f"{at}{cell.label}: stopped at {done}/{total} rounds; re-run to continue")
+
+
 def _run_cell(cell: Cell, i: int, n: int, show_progress: bool) -> None:
     """Skip a finished cell, resume an unfinished one, start a missing one."""
     from star import loop
 
-    done = _rounds_done(cell)
-    total = cell.config.al.rounds
-    if done is not None and done >= total:
-        _say(show_progress, f"[{i}/{n}] {cell.label}: finished ({done}/{total} rounds), skipped")
+    at = f"[{i}/{n}] "
+    if _skip_finished(cell, at, show_progress):
         return
-    _say(show_progress, f"[{i}/{n}] {cell.label}: " + ("starting" if done is None else f"resuming at round {done} of {total}"))
+    done = _rounds_done(cell)
+    _say(show_progress, f"{at}{cell.label}: "
+         + ("starting" if done is None else f"resuming at round {done} of {cell.config.al.rounds}"))
     if done is None:
         loop.run(cell.config, show_progress=show_progress)
     else:
         loop.run(resume=cell.path, show_progress=show_progress)
-    done = _rounds_done(cell) or 0
-    if done < total:  # e.g. a human annotator has not given this round's labels yet
-        _say(show_progress, f"[{i}/{n}] {cell.label}: stopped at {done}/{total} rounds; re-run to continue")
+    _say_if_stopped(cell, at, show_progress)
 
 
 def _say(show: bool, text: str) -> None:
@@ -199,20 +217,14 @@ def _say(show: bool, text: str) -> None:
 
 def _run_parallel(cells: Sequence[Cell], jobs: int, out: Path, show_progress: bool) -> list[str]:
     """Run the unfinished cells in `jobs` worker processes; return one line per failed cell."""
-    from star.experiments.grid_jobs import run_cells
+    from star.experiments.grid_jobs import run_cells  # imports torch: only when cells run in parallel
 
-    todo = []
-    for i, cell in enumerate(cells, 1):
-        done = _rounds_done(cell) or 0
-        if done >= cell.config.al.rounds:
-            _say(show_progress, f"[{i}/{len(cells)}] {cell.label}: finished ({done}/{cell.config.al.rounds} rounds), skipped")
-        else:
-            todo.append(cell)
+    todo = [cell for i, cell in enumerate(cells, 1) if not _skip_finished(cell, f"[{i}/{len(cells)}] ", show_progress)]
     failures = run_cells(todo, jobs, out / "logs", lambda text: _say(show_progress, text))
+    failed = {f.label for f in failures}
     for cell in todo:
-        done = _rounds_done(cell) or 0
-        if done < cell.config.al.rounds and cell.label not in {f.label for f in failures}:
-            _say(show_progress, f"{cell.label}: stopped at {done}/{cell.config.al.rounds} rounds; re-run to continue")
+        if cell.label not in failed:
+            _say_if_stopped(cell, "", show_progress)
     return [f"{f.label}: exit code {f.code}, see {f.log}" for f in failures]
 
 
@@ -248,5 +260,5 @@ def compare(base_config: RunConfig | dict[str, Any] | None, arms: Sequence[Arm],
 def resume_compare(out_dir: str | os.PathLike[str], show_progress: bool = True, jobs: int = 1) -> Path:
     """Continue the grid recorded in OUT/grid.yaml."""
     grid = read_grid(out_dir)
-    arms = [Arm(str(a["name"]), tuple(a.get("overrides") or ())) for a in grid["arms"]]
-    return compare(with_stored_defaults(grid["base_config"]), arms, list(grid["seeds"]), out_dir, show_progress, jobs)
+    return compare(with_stored_defaults(grid["base_config"]), recorded_arms(grid), list(grid["seeds"]), out_dir,
+                   show_progress, jobs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from star.experiments.figures import FIGURES
 from star.experiments.render import Block
 from star.experiments.statistics import PHASES
 
@@ -21,20 +22,24 @@ def _value(values: list[Any]) -> str:
     return ", ".join("null" if v is None else str(v) for v in values) or "-"
 
 
+def _per_arm(per_arm: dict[str, list[Any]]) -> str:
+    """{arm: values} as 'arm: values; arm: values'."""
+    return "; ".join(f"{a}: {_value(v)}" for a, v in per_arm.items())
+
+
 def _setup_blocks(s: dict[str, Any]) -> list[Block]:
     """Scaling knobs and the runs' other config differences."""
     rows = []
     for knob, values in s["knobs"].items():
         per_arm = s["knob_differences"].get(knob)
-        note = "" if per_arm is None else "DIFFERS: " + "; ".join(f"{a}: {_value(v)}" for a, v in per_arm.items())
+        note = "" if per_arm is None else "DIFFERS: " + _per_arm(per_arm)
         rows.append([knob, _value(values), note])
     blocks: list[Block] = [("h2", "Setup (scaling knobs)"), ("table", ["setting", "value", "note"], rows)]
     if s["knob_differences"]:
         blocks.append(("p", "Warning: the runs differ in " + ", ".join(s["knob_differences"])
                        + "; their numbers are not directly comparable."))
     if s["config_differences"]:
-        diff_rows = [[k, "; ".join(f"{a}: {_value(v)}" for a, v in per_arm.items())]
-                     for k, per_arm in s["config_differences"].items()]
+        diff_rows = [[k, _per_arm(per_arm)] for k, per_arm in s["config_differences"].items()]
         blocks += [("p", "Other settings that differ between runs (the arms' ablations):"),
                    ("table", ["setting", "values per arm"], diff_rows)]
     return blocks
@@ -66,14 +71,14 @@ def _paired_blocks(s: dict[str, Any]) -> list[Block]:
     arms = [a for a in s["arms"] if a.get("paired")]
     if not arms:
         return []
-    rows = [[a["name"], ", ".join(str(x) for x in a["paired"]["seeds"]), _pm(a["paired"]["final_accuracy"], signed=True),
-             _pm(a["paired"]["aulc"], signed=True),
+    rows = [[a["name"], ", ".join(str(x) for x in a["paired"]["seeds"]),
+             _pm(a["paired"]["final_accuracy"], signed=True), _pm(a["paired"]["aulc"], signed=True),
              f"{a['paired']['better']} / {a['paired']['equal']} / {a['paired']['worse']}"] for a in arms]
+    headers = ["arm", "seeds", "Δ final accuracy", "Δ AULC", "seeds with higher / equal / lower final accuracy"]
     return [("h2", f"Against {s['paired_with']}, paired by seed"),
-            ("p", f"Per seed (same initial labels, same test set): the arm's number minus {s['paired_with']}'s;"
-                  " mean ± std over the seeds both finished."),
-            ("table", ["arm", "seeds", "Δ final accuracy", "Δ AULC", "seeds with higher / equal / lower final accuracy"],
-             rows)]
+            ("p", (f"Per seed (same initial labels, same test set): the arm's number minus {s['paired_with']}'s;"
+                   " mean ± std over the seeds both finished.")),
+            ("table", headers, rows)]
 
 
 def _round_blocks(s: dict[str, Any], key: str, title: str) -> list[Block]:
@@ -102,7 +107,8 @@ def _reliability_blocks(s: dict[str, Any]) -> list[Block]:
         cells = []
         for a in arms:
             c = a["reliability"]["bins"][i] if i < len(a["reliability"]["bins"]) else None
-            cells.append("-" if not c or not c["count"] else f"{c['accuracy']:.2f} / {c['confidence']:.2f} (n={c['count']})")
+            full = c and c["count"]
+            cells.append(f"{c['accuracy']:.2f} / {c['confidence']:.2f} (n={c['count']})" if full else "-")
         rows.append([f"{b['lo']:.1f}-{b['hi']:.1f}", *cells])
     rows.append(["pooled ECE", *[f"{a['reliability']['ece']:.3f}" for a in arms]])
     return [("h2", "Reliability (final round, pooled over seeds)"),
@@ -128,8 +134,7 @@ def document(s: dict[str, Any]) -> list[Block]:
     blocks += _setup_blocks(s) + _summary_blocks(s) + _paired_blocks(s)
     blocks += _round_blocks(s, "accuracy", "Accuracy per round") + _round_blocks(s, "ece", "ECE per round")
     blocks += _reliability_blocks(s) + _runs_blocks(s)
-    blocks += [("h2", "Figures"), ("img", "learning_curve.png", "accuracy vs labels"),
-               ("img", "ece_curve.png", "ECE vs labels"), ("img", "reliability.png", "reliability diagram"),
-               ("h2", "Definitions"), ("list", [f"{k}: {v}" for k, v in s["formulas"].items()])]
+    blocks += [("h2", "Figures"), *[("img", file, alt) for file, alt in FIGURES]]
+    blocks += [("h2", "Definitions"), ("list", [f"{k}: {v}" for k, v in s["formulas"].items()])]
     return blocks
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def _figure(width: float = 7.0, height: float = 4.5):  # noqa: ANN202
+LEARNING_CURVE, ECE_CURVE, RELIABILITY = "learning_curve.png", "ece_curve.png", "reliability.png"
+#: The figures' files in the report folder, with what each shows (the report's captions).
+FIGURES = ((LEARNING_CURVE, "accuracy vs labels"), (ECE_CURVE, "ECE vs labels"), (RELIABILITY, "reliability diagram"))
+
+
+def _figure(width: float = 7.0, height: float = 4.5) -> Figure:
     """A matplotlib Figure on the Agg canvas (no pyplot, no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -67,3 +74,9 @@ def plot_reliability(s: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
+
+def write_figures(s: dict[str, Any], out: Path) -> None:
+    """Every figure of FIGURES into the folder `out`, from the summary `s`."""
+    plot_curve(s, "accuracy", out / LEARNING_CURVE, "accuracy")
+    plot_curve(s, "ece", out / ECE_CURVE, "ECE")
+    plot_reliability(s, out / RELIABILITY)

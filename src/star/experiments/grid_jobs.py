@@ -20,6 +20,7 @@ from pathlib import Path
 from queue import Queue
 
 from star.config import dump_config
+from star.experiments.grid import Cell
 from star.parallel.distributed import share_cores
 from star.store.runs import RunDir
 
@@ -55,18 +56,17 @@ def worker_env(slot: int, jobs: int, gpus: Sequence[str], cores: int | None = No
     return env
 
 
-def cell_command(cell, config_dir: Path) -> list[str]:  # noqa: ANN001 - compare.Cell (import cycle)
+def cell_command(cell: Cell, config_dir: Path) -> list[str]:
     """`python -m star run` for a cell: --resume where its run exists, else its config from a file."""
     base = [sys.executable, "-m", "star", "run", "--quiet"]
     if RunDir(cell.path).config_path.is_file():
         return [*base, "--resume", str(cell.path)]
-    path = config_dir / f"{cell.arm}-seed-{cell.seed}.yaml"
+    path = config_dir / f"{cell.file_stem}.yaml"
     path.write_text(dump_config(cell.config), encoding="utf-8")
     return [*base, "--config", str(path)]
 
 
-def run_cells(cells: Sequence, jobs: int, log_dir: Path,  # noqa: ANN001 - compare.Cell (import cycle)
-              say: Callable[[str], None]) -> list[CellFailure]:
+def run_cells(cells: Sequence[Cell], jobs: int, log_dir: Path, say: Callable[[str], None]) -> list[CellFailure]:
     """Run `cells` in `jobs` worker processes, in order as workers free up; return the failures."""
     log_dir.mkdir(parents=True, exist_ok=True)
     gpus = visible_gpus()
@@ -77,10 +77,10 @@ def run_cells(cells: Sequence, jobs: int, log_dir: Path,  # noqa: ANN001 - compa
     lock = threading.Lock()
 
     with tempfile.TemporaryDirectory(prefix="star-cells-") as config_dir:
-        def one(i_cell: tuple[int, object]) -> None:
+        def one(i_cell: tuple[int, Cell]) -> None:
             i, cell = i_cell
             slot = slots.get()
-            log = log_dir / f"{cell.arm}-seed-{cell.seed}.log"
+            log = log_dir / f"{cell.file_stem}.log"
             try:
                 say(f"[{i}/{len(cells)}] {cell.label}: started (worker {slot}, log {log})")
                 with open(log, "a", encoding="utf-8") as out:

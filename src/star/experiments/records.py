@@ -12,7 +12,7 @@ from typing import Any
 
 from star.config import RunConfig, load_stored_config
 from star.errors import RunStateError
-from star.experiments.grid import GRID_FILE, grid_cells
+from star.experiments.grid import GRID_FILE, grid_cells, is_grid
 from star.store.runs import RunDir
 
 _REQUIRED = ("labels", "accuracy", "ece")
@@ -60,24 +60,17 @@ def _grid_runs(folder: Path) -> list[RunRecord]:
     """Every cell of a `star compare` folder, started or not."""
     records = []
     for cell in grid_cells(folder):
-        path = folder / str(cell["path"])
-        arm = str(cell["arm"])
-        if (path / "config.yaml").is_file():
-            records.append(load_record(path, arm))
-        else:
-            records.append(RunRecord(path, arm, seed=cell.get("seed")))
+        started = (cell.path / "config.yaml").is_file()
+        records.append(load_record(cell.path, cell.arm) if started else RunRecord(cell.path, cell.arm, seed=cell.seed))
     return records
 
 
 def _grid_arm(run_path: Path) -> str | None:
     """The arm of a run dir that is a cell of a grid two levels up, if any."""
     folder = run_path.parent.parent
-    if not (folder / GRID_FILE).is_file():
+    if not is_grid(folder):
         return None
-    for cell in grid_cells(folder):
-        if (folder / str(cell["path"])).resolve() == run_path.resolve():
-            return str(cell["arm"])
-    return None
+    return next((c.arm for c in grid_cells(folder) if c.path.resolve() == run_path.resolve()), None)
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -88,7 +81,7 @@ def _is_run_dir(path: Path) -> bool:
 
 def _runs_under(root: Path) -> list[RunRecord]:
     """A grid folder's cells, a run dir itself, or every grid and run dir beneath `root`."""
-    if (root / GRID_FILE).is_file():
+    if is_grid(root):
         return _grid_runs(root)
     if (root / "config.yaml").is_file():
         return [load_record(root, _grid_arm(root))]
@@ -106,7 +99,8 @@ def find_runs(paths: Sequence[str | os.PathLike[str]]) -> list[RunRecord]:
     for raw in paths:
         root = Path(raw)
         if not root.is_dir():
-            raise RunStateError(f"{root} is not a directory", hint="pass run directories or a `star compare` output folder")
+            raise RunStateError(f"{root} is not a directory",
+                                hint="pass run directories or a `star compare` output folder")
         found = _runs_under(root)
         if not found:
             raise RunStateError(f"no star run directories (config.yaml) under {root}",

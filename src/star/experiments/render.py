@@ -40,23 +40,27 @@ _CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}")
 
 
+def _e(text: Any) -> str:
+    """`text` escaped for HTML (quotes too)."""
+    return html.escape(str(text), quote=True)
+
+
 def render_html(blocks: Sequence[Block]) -> str:
     """A standalone HTML page of the blocks (every value escaped)."""
-    e = lambda text: html.escape(str(text), quote=True)  # noqa: E731
     parts = ["<!doctype html>", "<html><head><meta charset=\"utf-8\"><title>STAR comparison report</title>",
              f"<style>{_CSS}</style></head><body>"]
     for kind, *rest in blocks:
         if kind in ("h1", "h2", "p"):
-            parts.append(f"<{kind}>{e(rest[0])}</{kind}>")
+            parts.append(f"<{kind}>{_e(rest[0])}</{kind}>")
         elif kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in rest[0]) + "</ul>")
+            parts.append("<ul>" + "".join(f"<li>{_e(item)}</li>" for item in rest[0]) + "</ul>")
         elif kind == "table":
             headers, rows = rest
-            head = "".join(f"<th>{e(h)}</th>" for h in headers)
-            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
+            head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+            body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
             parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif kind == "img":
-            parts.append(f"<p><img src=\"{e(rest[0])}\" alt=\"{e(rest[1])}\"></p>")
+            parts.append(f"<p><img src=\"{_e(rest[0])}\" alt=\"{_e(rest[1])}\"></p>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

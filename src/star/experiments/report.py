@@ -12,7 +12,7 @@ from pathlib import Path
 
 from star.errors import ConfigError
 from star.experiments.document import document
-from star.experiments.figures import plot_curve, plot_reliability
+from star.experiments.figures import write_figures
 from star.experiments.records import RunRecord, find_runs
 from star.experiments.render import render_html, render_markdown
 from star.experiments.summary import summarise
@@ -35,7 +35,5 @@ def write_report(runs: Sequence[str | os.PathLike[str] | RunRecord], out_dir: st
     write_json(out / "report.json", summary)
     (out / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
     (out / "report.html").write_text(render_html(blocks), encoding="utf-8")
-    plot_curve(summary, "accuracy", out / "learning_curve.png", "accuracy")
-    plot_curve(summary, "ece", out / "ece_curve.png", "ECE")
-    plot_reliability(summary, out / "reliability.png")
+    write_figures(summary, out)
     return out

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from star.al.calibration import bins_ece
 from star.experiments.records import RunRecord
 
 PHASES = ("score", "label", "train", "eval", "total")
@@ -63,20 +64,21 @@ def normalised_aulc(labels: Sequence[float], accuracy: Sequence[float]) -> float
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0) / span)
 
 
+def _pooled_bin(group: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """One confidence bin of several evaluations: counts summed, confidence and accuracy count-weighted."""
+    count = sum(int(b["count"]) for b in group)
+    means = {key: float(sum(b["count"] * b[key] for b in group) / count) if count else 0.0
+             for key in ("confidence", "accuracy")}
+    return {"lo": group[0]["lo"], "hi": group[0]["hi"], "count": count, **means}
+
+
 def pool_reliability(bin_lists: Sequence[list[dict[str, float]]]) -> dict[str, Any] | None:
-    """Reliability bins of several evaluations pooled (same binning required); None if they differ."""
+    """Reliability bins of several evaluations pooled (same binning required), with their ECE; None if
+    the binnings differ."""
     if not bin_lists or any(len(b) != len(bin_lists[0]) for b in bin_lists) or not bin_lists[0]:
         return None
-    pooled = []
-    for i, first in enumerate(bin_lists[0]):
-        group = [bins[i] for bins in bin_lists]
-        count = sum(int(b["count"]) for b in group)
-        weighted = lambda key: sum(b["count"] * b[key] for b in group) / count if count else 0.0  # noqa: E731
-        pooled.append({"lo": first["lo"], "hi": first["hi"], "count": count,
-                       "confidence": float(weighted("confidence")), "accuracy": float(weighted("accuracy"))})
-    total = sum(b["count"] for b in pooled)
-    ece = sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in pooled) if total else 0.0
-    return {"bins": pooled, "count": total, "ece": float(ece)}
+    pooled = [_pooled_bin([bins[i] for bins in bin_lists]) for i in range(len(bin_lists[0]))]
+    return {"bins": pooled, "count": sum(b["count"] for b in pooled), "ece": bins_ece(pooled)}
 
 
 def _mean_seconds(runs: Sequence[RunRecord]) -> dict[str, float]:

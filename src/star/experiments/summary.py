@@ -8,51 +8,18 @@ from typing import Any
 
 from star.errors import ConfigError
 from star.experiments.records import RunRecord
+from star.experiments.settings import EVALUATED, setting_differences
 from star.experiments.statistics import FORMULAS, add_labels_to_reach, add_paired, arm_summary, random_arm
 
 KNOBS = ("model.name", "task.name", "task.pool_size", "task.test_size", "al.score_subsample",
          "al.initial", "al.query", "al.rounds", "al.response")
-EVALUATED = "n_test (evaluated)"
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """{'al': {'rounds': 3}} -> {'al.rounds': 3} (lists kept as values)."""
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-def _settings(rec: RunRecord) -> dict[str, Any]:
-    """A run's flattened config (seed and output_dir dropped) plus the evaluated test-set size."""
-    flat = _flatten(rec.config.model_dump(mode="json")) if rec.config is not None else {}
-    flat.pop("seed", None)
-    flat.pop("output_dir", None)
-    flat[EVALUATED] = rec.metrics[-1].get("n_test") if rec.metrics else None
-    return flat
-
-
-def _differences(records: Sequence[RunRecord]) -> tuple[dict[str, list[Any]], dict[str, dict[str, list[Any]]]]:
-    """Distinct values of each setting over `records`, and {setting: {arm: values}} where they differ."""
-    values: dict[str, list[Any]] = {}
-    by_arm: dict[str, dict[str, list[Any]]] = {}
-    for rec in records:
-        for key, value in _settings(rec).items():
-            if value not in values.setdefault(key, []):
-                values[key].append(value)
-            arm_values = by_arm.setdefault(key, {}).setdefault(rec.arm, [])
-            if value not in arm_values:
-                arm_values.append(value)
-    return values, {k: by_arm[k] for k, v in values.items() if len(v) > 1}
 
 
 def _paired_reference(arms: Sequence[dict[str, Any]], name: str | None,
-                      random_arm: dict[str, Any] | None) -> dict[str, Any] | None:
+                      random: dict[str, Any] | None) -> dict[str, Any] | None:
     """The arm others are paired with: `name`, else the random arm; a ConfigError for an unknown name."""
     if name is None:
-        return random_arm
+        return random
     found = next((a for a in arms if a["name"] == name), None)
     if found is None:
         raise ConfigError(f"--paired-with {name!r} is not an arm of these runs",
@@ -72,7 +39,7 @@ def summarise(records: Sequence[RunRecord], paired_with: str | None = None) -> d
     paired_ref = _paired_reference(arms, paired_with, reference)
     add_paired(arms, groups, paired_ref)
     basis = [r for r in records if r.finished] or [r for r in records if r.config is not None]
-    values, differ = _differences(basis)
+    values, differ = setting_differences(basis)
     return {
         "formulas": FORMULAS,
         "knobs": {k: values.get(k, []) for k in (*KNOBS, EVALUATED)},
