@@ -25,7 +25,7 @@ from pydantic import (
 
 from star.al.schedules import SCHEDULES, lambda_at
 from star.al.strategies import STRATEGIES
-from star.errors import ConfigError
+from star.errors import ConfigError, PoolExhaustedError
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 #: Names `al.annotator` accepts. The annotators live above this layer (star.annotation.registry);
@@ -161,6 +161,15 @@ class RunConfig(_Section):
                 f" = {self.al.labels_needed}; raise task.pool_size or lower al.initial / al.query / al.rounds"
             )
         return self
+
+    def check_pool(self, pool_size: int) -> None:
+        """Raise PoolExhaustedError when the task's real pool (`pool_size` examples) cannot fund the run."""
+        if pool_size < self.al.labels_needed:
+            raise PoolExhaustedError(
+                f"the pool of task {self.task.name!r} has {pool_size} examples but the run needs {self.al.labels_needed}"
+                f" (al.initial={self.al.initial} + (al.rounds-1)={self.al.rounds - 1} x al.query={self.al.query})",
+                hint="lower al.initial, al.query or al.rounds, or use a larger pool",
+            )
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -1,7 +1,10 @@
-"""Terminal output: the table of rounds at the end of a run."""
+"""What a run says: the table of rounds at the end, and its log file while it runs."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,3 +30,17 @@ def print_rounds(metrics: list[dict[str, Any]], run_dir: Path) -> None:
     console = Console(width=max(Console().width, 120))  # the whole table, also when piped
     console.print(rounds_table(metrics, title=f"STAR run {run_dir}"))
     console.print(f"run directory: {run_dir}  (resume with `star run --resume {run_dir}`)")
+
+
+@contextlib.contextmanager
+def log_to(logger: logging.Logger, path: Path) -> Iterator[None]:
+    """Also write `logger`'s INFO records to the file `path` while the block runs; then detach and close it."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

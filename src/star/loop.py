@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from star.annotation.context import RoundContext
 from star.annotation.oracle import Oracle
 from star.annotation.registry import ANNOTATORS
 from star.config import RunConfig, build_config, dump_config, load_stored_config
-from star.console import print_rounds
+from star.console import log_to, print_rounds
 from star.engine.adapter import adapter_disabled, load_adapter_weights, reset_adapter, save_adapter
 from star.engine.batching import encode_prompts, encode_responses
 from star.engine.evaluation import evaluate
@@ -38,7 +38,7 @@ from star.engine.scoring import score_options, score_pairs
 from star.engine.training import train_adapter
 from star.errors import ConfigError, PoolExhaustedError
 from star.parallel import distributed
-from star.parallel.fsdp import adapter_state
+from star.parallel.params import adapter_state
 from star.store.io import read_jsonl, write_json, write_jsonl
 from star.store.labels import LabelStore
 from star.store.runs import RunDir
@@ -73,16 +73,6 @@ class Experiment:
         return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
-def _check_pool(config: RunConfig, pool: list[Example]) -> None:
-    need = config.al.labels_needed
-    if len(pool) < need:
-        raise PoolExhaustedError(
-            f"the pool of task {config.task.name!r} has {len(pool)} examples but the run needs {need}"
-            f" (al.initial={config.al.initial} + (al.rounds-1)={config.al.rounds - 1} x al.query={config.al.query})",
-            hint="lower al.initial, al.query or al.rounds, or use a larger pool",
-        )
-
-
 def _resolve(config: RunConfig | dict[str, Any] | None, resume: str | Path | None) -> tuple[RunConfig, RunDir, bool]:
     """The validated config and its run directory (not created yet for a new run)."""
     if resume is not None:
@@ -108,7 +98,7 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
         raise ConfigError(f"al.response=options needs a closed answer set, and task {task.name!r} has none",
                           hint="use al.response=generated, or a task with choices (boolq, obqa, jsonl with answer_type=choice)")
     pool_full, test = task.load("pool"), task.load("test")
-    _check_pool(config, pool_full)
+    config.check_pool(len(pool_full))
     dist = distributed.init(config.model.device)
     if dist.world > 1 and config.al.annotator != "oracle":
         raise ConfigError("human annotation runs in one process", hint="start `star run` without a multi-process launcher")
@@ -131,21 +121,11 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     )
 
 
-@contextlib.contextmanager
-def _run_log(exp: Experiment, resumed: bool) -> Iterator[None]:
-    """Log to the run's log.txt for the duration of the run, then detach and close the file."""
-    handler = logging.FileHandler(exp.run.log_path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+def _log_start(exp: Experiment, resumed: bool) -> None:
+    """The run's first line in log.txt: what runs, on what, in how many processes."""
     processes = "" if exp.dist.world == 1 else f", {exp.dist.world} processes ({engine_label(exp.dist)})"
     log.info("%s run %s: task %s, %d pool, %d test, strategy %s%s", "resuming" if resumed else "starting",
              exp.run.path, exp.task.name, len(exp.pool), len(exp.test), exp.config.al.strategy, processes)
-    try:
-        yield
-    finally:
-        log.removeHandler(handler)
-        handler.close()
 
 
 # --- scoring ---------------------------------------------------------------------------------
@@ -241,23 +221,9 @@ def select_round(exp: Experiment, t: int) -> tuple[list[str], float | None]:
             u_full = _uncertainty(exp, idx, use_base=False, seed=derive_seed(cfg.seed, t, "mc")).mean(strategy.measure)
     rng = np.random.default_rng(derive_seed(cfg.seed, t, "initial" if t == 0 else "select"))
     scores, chosen = strategy.select(ScoreInputs(u_base, u_full, lam_t or 0.0, rng, len(idx)), k)
-    picked = set(int(c) for c in chosen)
     if exp.dist.is_main:
-        write_jsonl(exp.run.scores_path(t), (
-            {"id": ids[j], "u_base": None if u_base is None else float(u_base[j]),
-             "u_full": None if u_full is None else float(u_full[j]), "score": float(scores[j]), "selected": j in picked}
-            for j in range(len(ids))))
+        exp.run.write_scores(t, ids, u_base, u_full, scores, chosen)
     return [ids[int(c)] for c in chosen], lam_t
-
-
-def _saved_selection(exp: Experiment, t: int) -> list[str] | None:
-    """The selection already written for round t (a resumed round never re-ranks)."""
-    path = exp.run.scores_path(t)
-    if not path.is_file():
-        return None
-    rows = [r for r in read_jsonl(path) if r["selected"]]
-    rows.sort(key=lambda r: -r["score"])
-    return [r["id"] for r in rows]
 
 
 # --- model state -----------------------------------------------------------------------------
@@ -317,7 +283,7 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
     clock = time.perf_counter()
     reads0, peeks0 = exp.oracle.reads, exp.oracle.peeks
     committed_before = len(exp.store.in_round(t))
-    selected, lam_t = _saved_selection(exp, t), None
+    selected, lam_t = exp.run.saved_selection(t), None  # a resumed round never re-ranks
     if selected is None:
         selected, lam_t = select_round(exp, t)
     else:
@@ -363,7 +329,9 @@ def run(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | N
     """Run a new experiment, or resume one after its last finished round; returns all rounds' metrics."""
     exp = setup(config, resume, show_progress)
     try:
-        with _run_log(exp, resumed=resume is not None) if exp.dist.is_main else contextlib.nullcontext():
+        with log_to(log, exp.run.log_path) if exp.dist.is_main else contextlib.nullcontext():
+            if exp.dist.is_main:
+                _log_start(exp, resumed=resume is not None)
             for t in range(len(exp.run.finished_rounds()), exp.config.al.rounds):
                 if run_round(exp, t) is None:
                     break

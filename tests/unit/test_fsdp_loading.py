@@ -34,7 +34,8 @@ def _reference(folder: Path) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
 def _worker(rank: int, folder: str, port: int, out: str) -> None:
     import torch.distributed as tdist
 
-    from star.parallel.fsdp import full_value, shard_from_main
+    from star.parallel.fsdp import shard_from_main
+    from star.parallel.params import full_value
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2")
     tdist.init_process_group("gloo", rank=rank, world_size=2)

@@ -15,7 +15,8 @@ from star.engine.scoring import score_pairs
 from star.engine.training import train_adapter
 from star.errors import ConfigError
 from star.parallel.distributed import Dist
-from star.parallel.fsdp import FsdpSettings, fsdp_settings, is_sharded
+from star.parallel.fsdp import FsdpSettings, fsdp_settings
+from star.parallel.params import is_sharded
 
 PROMPTS = ["Ava has 3 apples. How many?", "Ben has 12 coins and buys 4 more. How many?", "x?", "A longer question " * 4]
 ANSWERS = ["3", "12 + 4 = 16. The final answer is 16", "1", "The final answer is 7"]
@@ -159,7 +160,8 @@ def test_sharded_model_gets_peft_init_and_saved_weights_in_one_process(loaded, t
     import torch.distributed as tdist
 
     from star.engine.adapter import load_adapter_weights, save_adapter
-    from star.parallel.fsdp import adapter_state, shard_model
+    from star.parallel.fsdp import shard_model
+    from star.parallel.params import adapter_state
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29517")

@@ -150,7 +150,7 @@ def test_scoring_applies_the_partitioned_head_in_chunks_whose_count_differs_betw
 
 def _adapter_worker(rank: int, folder: str, port: int, out: str) -> None:
     from star.engine.adapter import load_adapter_weights, reset_adapter, save_adapter
-    from star.parallel.fsdp import adapter_state, is_sharded
+    from star.parallel.params import adapter_state, is_sharded
 
     loaded = _partitioned(rank, folder, port)
     assert all(is_sharded(p) for p in loaded.model.parameters())
@@ -170,7 +170,7 @@ def test_partitioned_adapters_get_peft_init_and_saved_weights(tiny_model_dir, tm
     """A fresh adapter equals peft's one-process draw; saved whole, it loads back into the partitions."""
     from star.engine.adapter import reset_adapter
     from star.engine.modeling import load_model
-    from star.parallel.fsdp import adapter_state
+    from star.parallel.params import adapter_state
 
     _spawn(_adapter_worker, str(tiny_model_dir), free_port(), str(tmp_path))
     reference = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.1))

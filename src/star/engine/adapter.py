@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from star.parallel import fsdp
+from star.parallel import params
 
 
 def lora_layers(model: nn.Module) -> Iterator[nn.Module]:
@@ -26,8 +26,8 @@ def reset_adapter(model: nn.Module, seed: int) -> None:
         torch.manual_seed(seed)
         for layer in lora_layers(model):
             for name in layer.lora_A:
-                if fsdp.is_sharded(layer.lora_A[name].weight):  # FSDP: drawn whole, as peft does, then sharded
-                    fsdp.fresh_lora_(layer.lora_A[name].weight, layer.lora_B[name].weight)
+                if params.is_sharded(layer.lora_A[name].weight):  # FSDP: drawn whole, as peft does, then sharded
+                    params.fresh_lora_(layer.lora_A[name].weight, layer.lora_B[name].weight)
                 else:
                     layer.reset_lora_parameters(name, init_lora_weights=True)
 
@@ -68,7 +68,7 @@ def adapter_disabled(model: nn.Module) -> contextlib.AbstractContextManager[None
 def save_adapter(model: nn.Module, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
     """Adapter weights + config as safetensors (atomic: written to a temp folder, then renamed).
 
-    `state`: the adapter's whole tensors (`fsdp.adapter_state`) when the model is FSDP-sharded.
+    `state`: the adapter's whole tensors (`params.adapter_state`) when the model is FSDP-sharded.
     """
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -83,7 +83,7 @@ def load_adapter_weights(model: nn.Module, folder: Path) -> None:
     from safetensors.torch import load_file
 
     state = load_file(str(folder / "adapter_model.safetensors"))
-    if any(fsdp.is_sharded(p) for p in model.parameters()):
-        fsdp.load_adapter_state(model, state)
+    if any(params.is_sharded(p) for p in model.parameters()):
+        params.load_adapter_state(model, state)
     else:
         set_peft_model_state_dict(model, state)

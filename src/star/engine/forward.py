@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from star.engine.batching import PairBatch
-from star.parallel.fsdp import head_function, with_root_params
+from star.parallel.fsdp import with_root_params
+from star.parallel.params import head_function
 
 LM_HEAD_CHUNK = 256  # rows of (rows, V) logits materialised at once (~50 MB in fp32 for V = 49k)
 STATS_CHUNK = 16  # CPU: rows whose log-softmax is computed at once, small enough to stay in cache

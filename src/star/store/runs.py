@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from star.errors import RunStateError
-from star.store.io import read_json
+from star.store.io import read_json, read_jsonl, write_jsonl
 
 
 class RunDir:
@@ -71,6 +72,23 @@ class RunDir:
             raise RunStateError(f"{run.path} is not a star run directory (no config.yaml)",
                                 hint="pass the output_dir of an earlier `star run`")
         return run
+
+    def write_scores(self, t: int, ids: Sequence[str], u_base: Sequence[float] | None, u_full: Sequence[float] | None,
+                     scores: Sequence[float], selected: Sequence[int]) -> None:
+        """round-t/scores.jsonl: one row per scored candidate, in candidate order."""
+        picked = set(int(c) for c in selected)
+        write_jsonl(self.scores_path(t), (
+            {"id": ids[j], "u_base": None if u_base is None else float(u_base[j]),
+             "u_full": None if u_full is None else float(u_full[j]), "score": float(scores[j]), "selected": j in picked}
+            for j in range(len(ids))))
+
+    def saved_selection(self, t: int) -> list[str] | None:
+        """The ids selected in round t, highest score first, or None when its scores are not written yet."""
+        path = self.scores_path(t)
+        if not path.is_file():
+            return None
+        rows = sorted((r for r in read_jsonl(path) if r["selected"]), key=lambda r: -r["score"])
+        return [r["id"] for r in rows]
 
     def finished_rounds(self) -> list[int]:
         """Rounds 0..t-1 whose metrics.json exists, contiguous from 0."""
