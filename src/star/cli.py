@@ -188,14 +188,16 @@ def annotate_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: loopback only)."),
     port: int = typer.Option(0, "--port", help="Port (0: any free port).", min=0, max=65535),
     annotator: str = typer.Option("web", "--annotator", help="Name recorded as human:NAME with each label."),
+    token: Optional[str] = typer.Option(None, "--token", help="Access token (off loopback; default: a random one)."),
 ) -> None:
     """Serve a local page to answer the open round's query; each answer is committed as it is given."""
     from star.annotation.queries import open_round
     from star.annotation.server import is_loopback, make_server
 
-    server = make_server(run_dir, host, port, f"human:{annotator}")
+    server = make_server(run_dir, host, port, f"human:{annotator}", token)
     if not is_loopback(host):
-        typer.secho(f"warning: serving on {host}: anyone who can reach it can write labels", fg="yellow", err=True)
+        typer.secho(f"warning: serving on {host}: whoever has the URL below, token included, can write labels",
+                    fg="yellow", err=True)
     typer.echo(f"annotate round {open_round(run_dir).index} of {run_dir} at {server.url}  (Ctrl+C to stop)")
     try:
         server.serve_forever()

@@ -9,19 +9,27 @@ Routes (nothing else is served; no route reads a path from the request):
 The server binds to 127.0.0.1 by default, refuses requests whose Host header is not the
 address it serves (DNS rebinding) and cross-origin writes, and sends a strict
 Content-Security-Policy. The page renders every text with `textContent`, never as HTML.
+Bound to any other address it also requires a random access token, as Jupyter does: the
+printed URL carries `?token=...`; the first page load turns it into a same-site cookie, so a
+page on another site (or a rebound DNS name) never holds it. Idle connections time out.
 """
 
 from __future__ import annotations
 
+import errno
+import hmac
 import ipaddress
 import json
 import re
+import secrets
+import socket
 import threading
+from http.cookies import CookieError, SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from star.annotation.commit import AlreadyLabelled, commit_answer
 from star.annotation.queries import open_round
@@ -29,6 +37,9 @@ from star.errors import DataError, StarError
 
 #: Largest accepted request body (one answer), in bytes.
 MAX_BODY = 1 << 20
+#: Seconds a connection may stay silent (e.g. after its headers) before it is closed.
+IDLE_TIMEOUT = 30.0
+_COOKIE = "star_token"
 _NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'none'; "
         "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
@@ -48,18 +59,24 @@ def is_loopback(host: str) -> bool:
 
 
 class AnnotationServer(ThreadingHTTPServer):
-    """Serves one run's open round; each answer is committed to the label store before the reply."""
+    """Serves one run's open round; each answer is committed to the label store before the reply.
+
+    `token`: required on every request when set (the default off loopback; see the module doc).
+    """
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, run_dir: str | Path, host: str = "127.0.0.1", port: int = 0, annotator: str = "human:web") -> None:
+    def __init__(self, run_dir: str | Path, host: str = "127.0.0.1", port: int = 0, annotator: str = "human:web",
+                 token: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.annotator = annotator
+        self.token = token
         self.lock = threading.Lock()
         self.pages = {name: resources.files("star.annotation").joinpath(name).read_bytes() for name, _ in _STATIC.values()}
         open_round(self.run_dir)  # fail now, with the reason, rather than on the first request
-        super().__init__((host, port), _Handler)
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        super().__init__((host.strip("[]"), port), _Handler)
 
     @property
     def port(self) -> int:
@@ -68,18 +85,30 @@ class AnnotationServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        """The page's address, as printed by `star annotate`."""
+        """The page's address, as printed by `star annotate` (with the token when one is required)."""
         host = self.server_address[0]
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port}/"
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     def host_allowed(self, header: str | None) -> bool:
         """The Host header names this server (any name when bound to all interfaces)."""
-        bound = self.server_address[0]
-        if bound in ("0.0.0.0", "::", ""):
-            return True
-        name, port = split_host(header or "")
-        return port == str(self.port) and (name == bound or (is_loopback(bound) and is_loopback(name)))
+        return host_matches(header or "", self.server_address[0], self.port)
+
+    def token_ok(self, given: str | None) -> bool:
+        """True when no token is required, or `given` is it (compared in constant time)."""
+        return self.token is None or (given is not None and hmac.compare_digest(given.encode(), self.token.encode()))
+
+
+def host_matches(header: str, bound: str, port: int) -> bool:
+    """Whether a Host header addresses a server bound to `bound`:`port`.
+
+    Browsers leave the port out on the scheme's default (80), so an empty port matches there.
+    """
+    if bound in ("0.0.0.0", "::", ""):
+        return True
+    name, given = split_host(header)
+    port_ok = given == str(port) or (given == "" and port == 80)
+    return port_ok and (name == bound or (is_loopback(bound) and is_loopback(name)))
 
 
 def split_host(header: str) -> tuple[str, str]:
@@ -95,6 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: AnnotationServer
     server_version = "star"
     sys_version = ""
+    timeout = IDLE_TIMEOUT  # a stalled client (e.g. one that sends headers and no body) does not hold a thread
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         """Quiet: the label store is the record."""
@@ -127,11 +157,33 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _guard(self) -> bool:
-        """Refuse requests addressed to another host name (DNS rebinding)."""
+        """Refuse requests addressed to another host name (DNS rebinding), and without the token when one is set."""
         if not self.server.host_allowed(self.headers.get("Host")):
             self._error(421, "this server answers only requests addressed to it")
             return False
+        if not self.server.token_ok(self._given_token()):
+            self._error(403, "this server needs its access token",
+                        "open the URL `star annotate` printed, with its ?token=... part")
+            return False
         return True
+
+    def _given_token(self) -> str | None:
+        """The token of this request: `?token=` in the URL, else the cookie set by the first page load."""
+        query = parse_qs(urlsplit(self.path).query)
+        if query.get("token"):
+            return query["token"][0]
+        cookie = SimpleCookie()
+        try:
+            cookie.load(self.headers.get("Cookie") or "")
+        except CookieError:
+            return None
+        return cookie[_COOKIE].value if _COOKIE in cookie else None
+
+    def end_headers(self) -> None:
+        """Hand the page its token as a same-site, script-proof cookie once the URL has proven it."""
+        if self.server.token and parse_qs(urlsplit(self.path).query).get("token"):
+            self.send_header("Set-Cookie", f"{_COOKIE}={self.server.token}; HttpOnly; SameSite=Strict; Path=/")
+        super().end_headers()
 
     def do_GET(self) -> None:  # noqa: N802
         if not self._guard():
@@ -229,12 +281,27 @@ class _Handler(BaseHTTPRequestHandler):
                          "round": label.round, "remaining": remaining})
 
 
-def make_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 0, annotator: str = "human:web") -> AnnotationServer:
-    """A server for `run_dir`'s open round (RunStateError when it has none); call serve_forever()."""
+def make_server(run_dir: str | Path, host: str = "127.0.0.1", port: int = 0, annotator: str = "human:web",
+                token: str | None = None) -> AnnotationServer:
+    """A server for `run_dir`'s open round (RunStateError when it has none); call serve_forever().
+
+    Off loopback a token is always required: `token`, or a random one (in `server.url`).
+    """
     if not _NAME.fullmatch(annotator.removeprefix("human:")):
         raise DataError(f"annotator {annotator!r} must be 1-64 letters, digits or . _ @ -", hint="pass --annotator NAME")
+    if token is not None and not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", token):
+        raise DataError("the token must be 16-128 letters, digits, _ or -", hint="pass another --token, or none")
+    if token is None and not is_loopback(host):
+        token = secrets.token_urlsafe(24)
     try:
-        return AnnotationServer(run_dir, host, port, annotator)
+        return AnnotationServer(run_dir, host, port, annotator, token)
     except OSError as e:
-        raise StarError(f"cannot serve on {host}:{port}: {e.strerror or e}",
-                        hint="pick another --port (0: any free one)") from None
+        raise StarError(f"cannot serve on {host}:{port}: {e.strerror or e}", hint=_bind_hint(e, host)) from None
+
+
+def _bind_hint(error: OSError, host: str) -> str:
+    """What to change after a failed bind: the port when it is taken, else the address."""
+    if error.errno in (errno.EADDRINUSE, errno.EACCES):
+        return "pick another --port (0: any free one)"
+    return (f"check --host {host}: it must be an address of this machine (127.0.0.1, ::1, 0.0.0.0, or an"
+            " interface's address)")
