@@ -53,6 +53,11 @@ def test_grid_runs_resumes_only_the_interrupted_cell_and_reports(tiny_run_config
     assert all(a["n_runs"] == 2 and len(a["rounds"]) == 2 for a in first["arms"])
     assert first["knobs"]["al.rounds"] == [2] and first["knobs"]["al.score_subsample"] == [DEFAULT_SUBSAMPLE]
     assert first["config_differences"]["train.weight_decay_b"] == {"random": [0.5], "pe-nodecay": [0.0]}
+    [comp] = first["comparisons"]  # the bootstrap, from the runs' predictions.jsonl on the shared test set
+    assert (comp["arm"], comp["against"], comp["seeds"]) == ("pe-nodecay", "random", [0, 1])
+    assert comp["resampled"] == "seeds and test items (one test set)" and comp["test_items"] == [6, 6]
+    assert comp["final_accuracy"]["verdict"] in ("separable at 95%", "not separable")
+    assert [r["missing"] for r in first["items"]["runs"]] == [None] * 4 and len(first["items"]["test_sets"]) == 1
     for name in ("report.md", "report.html", "learning_curve.png", "ece_curve.png", "reliability.png"):
         assert (report / name).is_file()
     assert "pe-nodecay" not in (out / "random" / "seed-0" / "log.txt").read_text()  # each cell logs only to itself

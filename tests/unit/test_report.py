@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -18,7 +19,7 @@ from star.experiments.render import render_markdown
 from star.experiments.report import write_report
 from star.experiments.statistics import normalised_aulc, pool_reliability
 from star.experiments.summary import summarise
-from star.store.io import write_json
+from star.store.io import write_json, write_jsonl
 
 DEFAULT_SUBSAMPLE = RunConfig().al.score_subsample
 
@@ -26,7 +27,8 @@ S2 = math.sqrt(0.02)  # sample std (ddof=1) of {x, x + 0.2}: sqrt((0.1^2 + 0.1^2
 
 
 def make_run(path: Path, strategy: str, seed: int, acc: list[float], ece: list[float], rounds: int = 3,
-             reliability: list[dict] | None = None, score_s: list[float] | None = None, **task) -> Path:
+             reliability: list[dict] | None = None, score_s: list[float] | None = None, n_test: int = 10,
+             **task) -> Path:
     """A run dir: config.yaml plus round-<t>/metrics.json for each given accuracy."""
     cfg = build_config({"seed": seed, "output_dir": str(path), "task": {"pool_size": 40, "test_size": 10, **task},
                         "al": {"initial": 4, "query": 4, "rounds": rounds, "strategy": strategy}})
@@ -36,7 +38,8 @@ def make_run(path: Path, strategy: str, seed: int, acc: list[float], ece: list[f
         score = (score_s or [1.0] * len(acc))[t]
         write_json(path / f"round-{t}" / "metrics.json", {
             "round": t, "labels": 4 + 4 * t, "strategy": "random" if t == 0 else strategy, "accuracy": a, "ece": e,
-            "n_test": 10, "seconds": {"score": score, "label": 0.0, "train": 2.0, "eval": 3.0, "total": score + 5.0},
+            "n_test": n_test,
+            "seconds": {"score": score, "label": 0.0, "train": 2.0, "eval": 3.0, "total": score + 5.0},
             "reliability": reliability if t == len(acc) - 1 and reliability else [],
         })
     return path
@@ -202,3 +205,136 @@ def test_paired_with_names_the_reference_arm(runs: Path, tmp_path: Path, capsys:
     assert main(["report", str(runs), "--out", str(tmp_path / "r"), "--paired-with", "nope"]) == 2
     err = capsys.readouterr().err
     assert "--paired-with 'nope' is not an arm" in err and "choose one of entropy, pe-dynamic, random" in err
+
+
+# --- bootstrap intervals from per-item predictions ---------------------------------------------
+
+N_ITEMS = 40
+
+
+def make_item_run(path: Path, strategy: str, seed: int, correct: np.ndarray, ids: list[str] | None = None) -> Path:
+    """A run dir whose round-t/predictions.jsonl hold `correct` (T, N) 0/1, and metrics.json their accuracy."""
+    rounds, n = correct.shape
+    ids = ids or [f"test-{i:03d}" for i in range(n)]
+    make_run(path, strategy, seed, correct.mean(axis=1).tolist(), [0.1] * rounds, rounds=rounds, n_test=n,
+             test_size=n)
+    for t in range(rounds):
+        rows = [{"id": i, "prediction": "x", "correct": bool(c), "confidence": 0.5} for i, c in zip(ids, correct[t])]
+        write_jsonl(path / f"round-{t}" / "predictions.jsonl", rows)
+    return path
+
+
+def _better(correct: np.ndarray, k: int = 8) -> np.ndarray:
+    """(T, N) `correct` plus k more correct items in every round: accuracy + k / N on every round."""
+    out = correct.copy()
+    for row in out:
+        row[np.flatnonzero(row == 0)[:k]] = 1
+    return out
+
+
+@pytest.fixture
+def item_runs(tmp_path: Path) -> Path:
+    """random, pe (random + 8 of 40 items right in every round, every seed) and same (= random), seeds 0-2."""
+    root, rng = tmp_path / "items", np.random.default_rng(7)
+    for seed in range(3):
+        base = (rng.random((3, N_ITEMS)) < [[0.3], [0.4], [0.5]]).astype(int)  # (T, N)
+        make_item_run(root / f"random-{seed}", "random", seed, base)
+        make_item_run(root / f"pe-{seed}", "pe", seed, _better(base))
+        make_item_run(root / f"same-{seed}", "entropy", seed, base)
+    return root
+
+
+def _comparison(s: dict, arm: str, against: str = "random") -> dict:
+    return next(c for c in s["comparisons"] if c["arm"] == arm and c["against"] == against)
+
+
+def test_bootstrap_separates_a_better_arm_and_not_an_identical_one(item_runs: Path) -> None:
+    s = summarise(find_runs([item_runs]))
+    pe, same = _comparison(s, "pe"), _comparison(s, "entropy")
+    assert pe["resampled"] == "seeds and test items (one test set)" and pe["test_items"] == [N_ITEMS] * 3
+    assert pe["final_accuracy"]["estimate"] == pytest.approx(0.2) and pe["aulc"]["estimate"] == pytest.approx(0.2)
+    assert 0 < pe["final_accuracy"]["lo"] < 0.2 < pe["final_accuracy"]["hi"] and pe["final_accuracy"]["separable"]
+    assert pe["aulc"]["verdict"] == "separable at 95%"
+    assert (same["final_accuracy"]["lo"], same["final_accuracy"]["hi"]) == (0.0, 0.0)
+    assert same["final_accuracy"]["verdict"] == "not separable" and not same["aulc"]["separable"]
+    for arm in s["arms"]:  # the interval's estimate is the report's labels-to-reach on these (all paired) seeds
+        assert arm["labels_to_reach_random_interval"]["estimate"] == arm["labels_to_reach_random"]
+    md = render_markdown(document(s))
+    assert "## Bootstrap 95% intervals" in md and "10,000 bootstrap replicates" in md
+    lo, hi = pe["final_accuracy"]["lo"], pe["final_accuracy"]["hi"]
+    assert (f"| pe | random | 0, 1, 2 | seeds and test items (one test set) | +0.200 [{lo:+.3f}, {hi:+.3f}]"
+            " | separable at 95% |") in md
+    assert ("| entropy | random | 0, 1, 2 | seeds and test items (one test set) | +0.000 [+0.000, +0.000]"
+            " | not separable |") in md
+
+
+def test_report_json_holds_the_items_and_the_interval_can_be_recomputed(item_runs: Path, tmp_path: Path) -> None:
+    from star.experiments.bootstrap import Settings, difference_interval, observed_means, replicate_means
+    from star.experiments.items import items_from_json
+
+    out = write_report([item_runs], tmp_path / "rep")
+    data = json.loads((out / "report.json").read_text())
+    assert data["bootstrap"]["resamples"] == 10_000 and data["bootstrap"]["seed"] == 0
+    assert data["items"]["test_sets"] == [[f"test-{i:03d}" for i in range(N_ITEMS)]]
+    run = next(r for r in data["items"]["runs"] if r["path"].endswith("pe-1"))
+    assert run["test_set"] == 0 and len(run["correct"]) == 3 and set("".join(run["correct"])) <= {"0", "1"}
+    items, runs = items_from_json(data["items"]), {r["path"]: r for r in data["runs"]}
+    values = []  # per seed: (2, N) pe and random final-round correctness, from report.json alone
+    for seed in range(3):
+        pe_path, rnd_path = (next(p for p in runs if p.endswith(f"{name}-{seed}")) for name in ("pe", "random"))
+        values.append(np.vstack([items[pe_path].correct[-1], items[rnd_path].correct[-1]]).astype(float))
+    b = data["bootstrap"]
+    reps = replicate_means(values, True, True, Settings(b["resamples"], b["seed"], b["confidence"]))
+    obs = observed_means(values)
+    again = difference_interval(obs[0] - obs[1], reps[:, 0] - reps[:, 1], b["confidence"])
+    assert again == pytest.approx(_comparison(data, "pe")["final_accuracy"])
+    assert (out / "report.json").read_text() == write_report([item_runs], tmp_path / "rep2").joinpath(
+        "report.json").read_text()  # deterministic: the same runs give the same intervals
+
+
+def test_missing_or_inconsistent_predictions_fall_back_to_seeds_only(item_runs: Path) -> None:
+    (item_runs / "pe-1" / "round-2" / "predictions.jsonl").unlink()
+    bad = item_runs / "same-0" / "round-1" / "predictions.jsonl"
+    bad.write_text(bad.read_text().replace('"correct": false', '"correct": true', 1))
+    s = summarise(find_runs([item_runs]))
+    pe, same = _comparison(s, "pe"), _comparison(s, "entropy")
+    assert pe["resampled"] == "seeds only" and pe["why_seeds_only"].endswith("pe-1: no round-2/predictions.jsonl")
+    assert pe["test_items"] is None and pe["final_accuracy"]["estimate"] == pytest.approx(0.2)
+    assert pe["final_accuracy"]["lo"] == pytest.approx(0.2) and pe["final_accuracy"]["separable"]  # 0.2 on every seed
+    assert "does not reproduce metrics.json accuracy" in same["why_seeds_only"]
+    assert _arm(s, "random")["labels_to_reach_random_interval"]["resampled"].startswith("seeds and test items")
+    md = render_markdown(document(s))
+    assert "Seeds only where a run lacks complete per-item predictions" in md
+    assert "| pe | random | 0, 1, 2 | seeds only |" in md
+    missing = {Path(r["path"]).name: r["missing"] for r in s["items"]["runs"]}
+    assert missing["pe-1"] == "no round-2/predictions.jsonl" and missing["pe-0"] is None
+
+
+def test_old_runs_without_predictions_report_seeds_only(runs: Path) -> None:
+    s = summarise(find_runs([runs]))
+    pe, ent = _comparison(s, "pe-dynamic"), _comparison(s, "entropy")
+    assert pe["resampled"] == "seeds only" and "no round-0/predictions.jsonl" in pe["why_seeds_only"]
+    # Two seeds (+0.3, +0.2): every replicate is one of the seeds' values or their mean, each end a seed's value.
+    assert (pe["final_accuracy"]["lo"], pe["final_accuracy"]["hi"]) == pytest.approx((0.2, 0.3))
+    assert ent["final_accuracy"]["lo"] is None and ent["final_accuracy"]["verdict"].startswith("no interval")
+    assert "-0.200 (no interval)" in render_markdown(document(s))
+
+
+def test_test_sets_that_differ_between_seeds_are_resampled_per_seed(item_runs: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    other = [f"other-{i}" for i in range(30)]
+    base = (rng.random((3, 30)) < 0.5).astype(int)
+    make_item_run(tmp_path / "more" / "random-3", "random", 3, base, other)
+    make_item_run(tmp_path / "more" / "pe-3", "pe", 3, _better(base), other)
+    s = summarise(find_runs([item_runs, tmp_path / "more"]))
+    pe = _comparison(s, "pe")
+    assert pe["resampled"] == "seeds and test items (a test set per seed)" and pe["test_items"] == [40, 40, 40, 30]
+    assert len(s["items"]["test_sets"]) == 2
+
+
+def test_paired_with_adds_the_comparisons_against_that_arm(item_runs: Path) -> None:
+    s = summarise(find_runs([item_runs]), paired_with="pe")
+    assert [(c["arm"], c["against"]) for c in s["comparisons"]] == [
+        ("pe", "random"), ("entropy", "random"), ("random", "pe"), ("entropy", "pe")]
+    assert _comparison(s, "random", "pe")["final_accuracy"]["estimate"] == pytest.approx(-0.2)
+    assert "| random | pe | 0, 1, 2 |" in render_markdown(document(s))

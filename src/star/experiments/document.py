@@ -81,6 +81,75 @@ def _paired_blocks(s: dict[str, Any]) -> list[Block]:
             ("table", headers, rows)]
 
 
+def _ci(d: dict[str, Any], digits: int = 3) -> str:
+    """'+0.050 [+0.010, +0.090]': a difference and its interval ('(no interval)' without one)."""
+    est = f"{d['estimate']:+.{digits}f}"
+    return f"{est} (no interval)" if d["lo"] is None else f"{est} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
+
+
+def _labels(value: int | None) -> str:
+    """Labels as text; None is 'not reached'."""
+    return "not reached" if value is None else str(value)
+
+
+def _seeds_only_note(entries: list[dict[str, Any]]) -> list[Block]:
+    """One paragraph giving why some intervals resample seeds only (each reason once)."""
+    reasons = list(dict.fromkeys(e["why_seeds_only"] for e in entries if e["why_seeds_only"]))
+    if not reasons:
+        return []
+    return [("p", "Seeds only where a run lacks complete per-item predictions (" + "; ".join(reasons) + "). With"
+                  " 3 seeds or fewer such an interval is the range of the per-seed values, not a 95% interval.")]
+
+
+def _comparison_blocks(s: dict[str, Any], level: str) -> list[Block]:
+    """Each arm against random (and --paired-with): differences with intervals and verdicts."""
+    comps = s["comparisons"]
+    if not comps:
+        return []
+    rows = [[c["arm"], c["against"], ", ".join(str(x) for x in c["seeds"]), c["resampled"],
+             _ci(c["final_accuracy"]), c["final_accuracy"]["verdict"], _ci(c["aulc"]), c["aulc"]["verdict"]]
+            for c in comps]
+    headers = ["arm", "against", "seeds", "resampled", f"Δ final accuracy [{level} CI]", "verdict",
+               f"Δ AULC [{level} CI]", "verdict (AULC)"]
+    return [("table", headers, rows)]
+
+
+def _reach_interval_blocks(s: dict[str, Any], level: str) -> list[Block]:
+    """Labels to reach random's final accuracy per arm, with its bootstrap interval."""
+    arms = [a for a in s["arms"] if a.get("labels_to_reach_random_interval")]
+    if not arms:
+        return []
+    rows = []
+    for a in arms:
+        r = a["labels_to_reach_random_interval"]
+        span = "-" if r["lo"] is None and r["hi"] is None else f"[{_labels(r['lo'])}, {_labels(r['hi'])}]"
+        rows.append([a["name"], ", ".join(str(x) for x in r["seeds"]), r["resampled"], _labels(r["estimate"]), span,
+                     f"{r['reached_share']:.0%}"])
+    headers = ["arm", "seeds", "resampled", f"labels to reach {s['random_arm']}'s final", f"{level} CI",
+               "replicates reaching it"]
+    text = (f"Labels to reach {s['random_arm']}'s final accuracy on the paired seeds: the first round reaching it,"
+            " per replicate on the same draw.")
+    return [("p", text), ("table", headers, rows)]
+
+
+def _bootstrap_blocks(s: dict[str, Any]) -> list[Block]:
+    """The bootstrap section: how it resamples, the comparisons, and labels to reach random."""
+    if "bootstrap" not in s:
+        return []
+    boot, level = s["bootstrap"], f"{s['bootstrap']['confidence']:.0%}"
+    body = _comparison_blocks(s, level) + _reach_interval_blocks(s, level)
+    if not body:
+        return []
+    text = (f"Paired by seed: {boot['resamples']:,} bootstrap replicates (generator seed {boot['seed']}) resample"
+            " the seeds with replacement and, within them, the test items with replacement (one draw for every"
+            " seed when they share the test set, else one per seed), the same draw for both arms. Each interval is"
+            f" the {level} percentile interval of the replicates; separable at {level}: the interval of the"
+            " difference excludes 0.")
+    entries = s["comparisons"] + [a["labels_to_reach_random_interval"] for a in s["arms"]
+                                  if a.get("labels_to_reach_random_interval")]
+    return [("h2", f"Bootstrap {level} intervals"), ("p", text), *body, *_seeds_only_note(entries)]
+
+
 def _round_blocks(s: dict[str, Any], key: str, title: str) -> list[Block]:
     """Rounds as rows, arms as columns: mean ± std of `key`."""
     arms = [a for a in s["arms"] if a["rounds"]]
@@ -132,6 +201,7 @@ def document(s: dict[str, Any]) -> list[Block]:
     blocks: list[Block] = [("h1", "STAR comparison report"),
                            ("p", f"{len(s['arms'])} arm(s), {finished} finished run(s) of {len(s['runs'])}.")]
     blocks += _setup_blocks(s) + _summary_blocks(s) + _paired_blocks(s)
+    blocks += _bootstrap_blocks(s)
     blocks += _round_blocks(s, "accuracy", "Accuracy per round") + _round_blocks(s, "ece", "ECE per round")
     blocks += _reliability_blocks(s) + _runs_blocks(s)
     blocks += [("h2", "Figures"), *[("img", file, alt) for file, alt in FIGURES]]

@@ -1,5 +1,6 @@
 """Run records: the run directories under the given folders (run dirs, `star compare` grids, or
-anything holding them), each read into its arm, config and finished rounds' metrics."""
+anything holding them), each read into its arm, config, finished rounds' metrics and, where the
+predictions files allow, per-item test correctness (for the report's bootstrap)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from star.config import RunConfig, load_stored_config
 from star.errors import RunStateError
 from star.experiments.grid import GRID_FILE, grid_cells, is_grid
+from star.experiments.items import ItemCorrectness, read_items
 from star.store.runs import RunDir
 
 _REQUIRED = ("labels", "accuracy", "ece")
@@ -27,6 +29,8 @@ class RunRecord:
     config: RunConfig | None = None  # None: a grid cell never started
     metrics: list[dict[str, Any]] = field(default_factory=list)
     seed: int | None = None
+    items: ItemCorrectness | None = None  # per-item correctness of every finished round, if recorded
+    items_missing: str | None = None  # why `items` is None (when known)
 
     @property
     def finished(self) -> bool:
@@ -53,7 +57,8 @@ def load_record(path: str | os.PathLike[str], arm: str | None = None) -> RunReco
         if missing:
             raise RunStateError(f"{run.metrics_path(t)} lacks numeric {', '.join(missing)}",
                                 hint="delete it and resume the run to redo the round")
-    return RunRecord(run.path, arm or config.al.strategy, config, metrics, config.seed)
+    items, missing = read_items(run, metrics)
+    return RunRecord(run.path, arm or config.al.strategy, config, metrics, config.seed, items, missing)
 
 
 def _grid_runs(folder: Path) -> list[RunRecord]:

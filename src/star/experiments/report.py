@@ -1,7 +1,7 @@
 """A comparison report of run directories: report.{md,html,json} and PNG figures in one folder.
 
 `write_report` is the entry point (`star report`, and `star compare` after its grid); the numbers
-are defined in `star.experiments.statistics`.
+are defined in `star.experiments.statistics`, the bootstrap intervals in `star.experiments.intervals`.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ the run's `al.strategy`. Every number is computed over an arm's finished runs (o
 
 A run with fewer finished rounds than `al.rounds` is unfinished: it is listed, and left out of
 every number (so each arm's curve averages the same rounds over the same seeds).
+
+The bootstrap intervals and verdicts of the paired differences are `star.experiments.intervals`.
 """
 
 from __future__ import annotations
@@ -62,6 +64,18 @@ def normalised_aulc(labels: Sequence[float], accuracy: Sequence[float]) -> float
     if len(x) == 1 or span == 0:
         return float(y.mean())
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0) / span)
+
+
+def aulc_weights(labels: Sequence[float]) -> np.ndarray:
+    """(T,) weights w with normalised_aulc(labels, acc) == w @ acc: the AULC is linear in the accuracies."""
+    x = np.asarray(labels, dtype=np.float64)
+    span = x[-1] - x[0]
+    if len(x) == 1 or span == 0:
+        return np.full(len(x), 1.0 / len(x))
+    w = np.zeros(len(x))
+    w[:-1] += (x[1:] - x[:-1]) / 2.0
+    w[1:] += (x[1:] - x[:-1]) / 2.0
+    return w / span
 
 
 def _pooled_bin(group: Sequence[dict[str, float]]) -> dict[str, Any]:
@@ -145,12 +159,20 @@ def add_labels_to_reach(arms: Sequence[dict[str, Any]], reference: dict[str, Any
         arm["labels_to_reach_random"] = None if hit is None else hit["labels"]
 
 
-def _paired(runs: Sequence[RunRecord], reference: Sequence[RunRecord]) -> dict[str, Any] | None:
-    """Final accuracy and AULC minus the reference's, per seed both finished with the same labels per round."""
+def paired_runs(runs: Sequence[RunRecord],
+                reference: Sequence[RunRecord]) -> tuple[list[tuple[RunRecord, RunRecord]], int]:
+    """(run, reference run) per seed both finished with the same labels in each of their first n rounds,
+    and that n (the fewest rounds any of them finished)."""
     ref = {r.seed: r for r in reference if r.finished}
     pairs = [(r, ref[r.seed]) for r in runs if r.finished and r.seed in ref]
     n = min((len(r.metrics) for pair in pairs for r in pair), default=0)
     pairs = [(a, b) for a, b in pairs if [m["labels"] for m in a.metrics[:n]] == [m["labels"] for m in b.metrics[:n]]]
+    return pairs, n
+
+
+def _paired(runs: Sequence[RunRecord], reference: Sequence[RunRecord]) -> dict[str, Any] | None:
+    """Final accuracy and AULC minus the reference's, per seed both finished with the same labels per round."""
+    pairs, n = paired_runs(runs, reference)
     if not pairs:
         return None
     d_acc = [a.metrics[n - 1]["accuracy"] - b.metrics[n - 1]["accuracy"] for a, b in pairs]

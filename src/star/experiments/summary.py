@@ -1,5 +1,6 @@
-"""The whole report as plain data (what report.json holds): the arms' numbers, the settings the
-runs share or differ in, and every run's status."""
+"""The whole report as plain data (what report.json holds): the arms' numbers, the bootstrap
+comparisons, the settings the runs share or differ in, every run's status, and the per-item test
+correctness the bootstrap was computed from."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from star.errors import ConfigError
+from star.experiments.bootstrap import DEFAULT, Settings
+from star.experiments.intervals import add_intervals, describe
+from star.experiments.items import items_json
 from star.experiments.records import RunRecord
 from star.experiments.settings import EVALUATED, setting_differences
 from star.experiments.statistics import FORMULAS, add_labels_to_reach, add_paired, arm_summary, random_arm
@@ -27,9 +31,18 @@ def _paired_reference(arms: Sequence[dict[str, Any]], name: str | None,
     return found
 
 
-def summarise(records: Sequence[RunRecord], paired_with: str | None = None) -> dict[str, Any]:
+def _run_entry(r: RunRecord) -> dict[str, Any]:
+    """One run's status, and its labels and accuracy per finished round."""
+    status = "finished" if r.finished else ("not started" if r.config is None else "unfinished")
+    return {"path": str(r.path), "arm": r.arm, "seed": r.seed, "rounds_done": len(r.metrics),
+            "rounds_total": r.rounds_total, "status": status,
+            "labels": [m["labels"] for m in r.metrics], "accuracy": [m["accuracy"] for m in r.metrics]}
+
+
+def summarise(records: Sequence[RunRecord], paired_with: str | None = None,
+              settings: Settings = DEFAULT) -> dict[str, Any]:
     """The whole report as plain data (what report.json holds); `paired_with` names the arm of the
-    paired-by-seed table (default: the random arm)."""
+    paired-by-seed table (default: the random arm), which the bootstrap compares with besides random."""
     groups: dict[str, list[RunRecord]] = {}
     for rec in records:
         groups.setdefault(rec.arm, []).append(rec)
@@ -38,10 +51,13 @@ def summarise(records: Sequence[RunRecord], paired_with: str | None = None) -> d
     add_labels_to_reach(arms, reference)
     paired_ref = _paired_reference(arms, paired_with, reference)
     add_paired(arms, groups, paired_ref)
+    comparisons = add_intervals(arms, groups, reference, paired_ref, settings)
     basis = [r for r in records if r.finished] or [r for r in records if r.config is not None]
     values, differ = setting_differences(basis)
+    boot = describe(settings)
     return {
-        "formulas": FORMULAS,
+        "formulas": {**FORMULAS, "bootstrap": boot["in_words"], "separable": boot["separable"],
+                     "labels_to_reach_interval": boot["labels_to_reach"]},
         "knobs": {k: values.get(k, []) for k in (*KNOBS, EVALUATED)},
         "knob_differences": {k: v for k, v in differ.items() if k in (*KNOBS, EVALUATED)},
         "config_differences": {k: v for k, v in differ.items() if k not in (*KNOBS, EVALUATED)},
@@ -49,9 +65,10 @@ def summarise(records: Sequence[RunRecord], paired_with: str | None = None) -> d
         "random_final_accuracy": None if reference is None else reference["final_accuracy"]["mean"],
         "paired_with": None if paired_ref is None else paired_ref["name"],
         "arms": arms,
-        "runs": [{"path": str(r.path), "arm": r.arm, "seed": r.seed, "rounds_done": len(r.metrics),
-                  "rounds_total": r.rounds_total,
-                  "status": "finished" if r.finished else ("not started" if r.config is None else "unfinished")}
-                 for r in records],
+        "bootstrap": boot,
+        "comparisons": comparisons,
+        "runs": [_run_entry(r) for r in records],
+        "items": items_json([(str(r.path), r.items, r.items_missing or "no per-item data")
+                             for r in records if r.config is not None]),
     }
 
