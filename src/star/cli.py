@@ -7,7 +7,7 @@ from typing import NoReturn, Optional
 
 import typer
 
-from star.errors import ConfigError, StarError
+from star.errors import ConfigError, RunInterrupted, StarError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="STAR: active learning with dynamic uncertainty and constraint LoRA.")
@@ -211,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: StarErrors become one clear message and exit code 2, never a traceback."""
     try:
         result = app(args=argv, standalone_mode=False)  # an Exit's code is returned, not raised
+    except RunInterrupted as e:  # SIGTERM / SIGINT during `star run`: where it stopped, and 128 + the signal
+        typer.secho(f"stopped: {e.message}", fg="yellow", err=True)
+        if e.hint:
+            typer.echo(f"  hint: {e.hint}", err=True)
+        return e.exit_code
     except StarError as e:
         typer.secho(f"error: {e.message}", fg="red", err=True)
         if e.hint:

@@ -5,6 +5,10 @@ needs it). Round t >= 1 scores the unlabelled pool with model t-1, selects k exa
 lambda(t-1), has them labelled, trains model t on all labels and evaluates it. Only this
 module knows about rounds; every random draw is seeded by (seed, round, purpose), so a run
 resumed after a kill ends with the same selections and metrics as an uninterrupted one.
+
+Size: a little over 350 lines, for the run's guards (the run lock, recovery of damaged files,
+signals; store/session.py, store/recovery.py and parallel/signals.py hold them, the loop
+calls them); the rounds' phases stay together in one module.
 """
 
 from __future__ import annotations
@@ -37,11 +41,14 @@ from star.engine.precision import autocast
 from star.engine.scoring import score_options, score_pairs
 from star.engine.training import train_adapter
 from star.errors import ConfigError, PoolExhaustedError
-from star.parallel import distributed
+from star.parallel import distributed, signals
 from star.parallel.params import adapter_state
 from star.store.io import read_jsonl, write_json, write_jsonl
 from star.store.labels import LabelStore
+from star.store.lock import RunLock
+from star.store.recovery import check_selection
 from star.store.runs import RunDir
+from star.store.session import resume_run, start_run
 from star.tasks import Example, Task, build_task
 
 log = logging.getLogger("star")
@@ -66,6 +73,7 @@ class Experiment:
     show_progress: bool = True
     base_scores: dict[str, float] = field(default_factory=dict)  # id -> u_base (the strategy's measure)
     live_round: int = -1  # round whose adapter is loaded; -1 = fresh
+    lock: RunLock | None = None  # held by the main process while it writes the run (store/lock.py)
 
     @property
     def pad_id(self) -> int:
@@ -102,10 +110,10 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     dist = distributed.init(config.model.device)
     if dist.world > 1 and config.al.annotator != "oracle":
         raise ConfigError("human annotation runs in one process", hint="start `star run` without a multi-process launcher")
+    lock = resume_run(run) if resumed and dist.is_main else None  # one writer per run; damaged files undone
     model = load_for_engine(config.model, config.lora, dist, show_progress)
     if not resumed and dist.is_main:  # only once everything loaded: a failed start leaves no half-made run behind
-        run = RunDir.create(config.output_dir)
-        run.config_path.write_text(dump_config(config), encoding="utf-8")
+        run, lock = start_run(config.output_dir, dump_config(config))
     store = LabelStore(run.labels_path) if dist.is_main else None  # the main process creates the file
     dist.barrier()
     store = store or LabelStore(run.labels_path)
@@ -117,7 +125,7 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
         strategy=get_strategy(config.al.strategy),
         pool_prompts=encode_prompts(tok, [task.prompt(e.question) for e in pool_full], config.train.max_prompt_tokens),
         test_prompts=encode_prompts(tok, [task.prompt(e.question) for e in test], config.train.max_prompt_tokens),
-        show_progress=show_progress,
+        show_progress=show_progress, lock=lock,
     )
 
 
@@ -184,14 +192,15 @@ def ensure_base_scores(exp: Experiment, idx: list[int]) -> None:
 
 # --- selection -------------------------------------------------------------------------------
 
-def _unlabelled(exp: Experiment) -> list[int]:
-    labelled = {lab.example_id for lab in exp.store.all()}
+def _unlabelled(exp: Experiment, t: int) -> list[int]:
+    """Pool examples without a label from rounds before t (round t's own, if a resume has some, stay candidates)."""
+    labelled = {lab.example_id for lab in exp.store.all() if lab.round < t}
     return [i for i, e in enumerate(exp.pool) if e.id not in labelled]
 
 
 def _candidates(exp: Experiment, t: int) -> list[int]:
     """The pool examples scored in round t: all unlabelled, or a seeded subsample."""
-    free = _unlabelled(exp)
+    free = _unlabelled(exp, t)
     size = exp.config.al.score_subsample
     if t == 0 or size is None or size >= len(free):
         return free
@@ -286,6 +295,7 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
     selected, lam_t = exp.run.saved_selection(t), None  # a resumed round never re-ranks
     if selected is None:
         selected, lam_t = select_round(exp, t)
+        check_selection(exp.run, t, selected, {lab.example_id for lab in exp.store.in_round(t)})
     else:
         lam_t = None if t == 0 else cfg.al.lambda_at(t - 1)
     seconds["score"] = time.perf_counter() - clock
@@ -318,26 +328,40 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
         "n_test": result.n, "train": train, "seconds": seconds, "reliability": result.reliability,
     }
     if exp.dist.is_main:
+        exp.run.seal_round(t)  # the round's files as written, recorded just before metrics.json
         write_json(exp.run.metrics_path(t), metrics)
     exp.dist.barrier()
     log.info("round %d: labels %d, accuracy %.4f, ece %.4f, %.1fs", t, metrics["labels"], result.accuracy, result.ece, seconds["total"])
     return metrics
 
 
+#: The phase a signal interrupts, by the loop function it came in (for the message on stderr).
+_PHASES = {"setup": "setup (loading data and model)", "select_round": "scoring and selection", "acquire": "labelling",
+           "train_round": "training", "evaluate": "evaluation", "run_round": "writing the round's files"}
+
+
 def run(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | None = None,
         show_progress: bool = True) -> list[dict[str, Any]]:
-    """Run a new experiment, or resume one after its last finished round; returns all rounds' metrics."""
-    exp = setup(config, resume, show_progress)
-    try:
-        with log_to(log, exp.run.log_path) if exp.dist.is_main else contextlib.nullcontext():
-            if exp.dist.is_main:
-                _log_start(exp, resumed=resume is not None)
-            for t in range(len(exp.run.finished_rounds()), exp.config.al.rounds):
-                if run_round(exp, t) is None:
-                    break
-        metrics = exp.run.metrics()
-        if show_progress and exp.dist.is_main:
-            print_rounds(metrics, exp.run.path)
-        return metrics
-    finally:
-        exp.store.close()
+    """Run a new experiment, or resume one after its last finished round; returns all rounds' metrics.
+
+    SIGTERM / SIGINT stop it where it is with RunInterrupted (parallel/signals.py): every file is
+    whole, and a resume continues. The main process holds the run's lock throughout.
+    """
+    with signals.stop_on_signals(_PHASES) as guard:
+        exp = setup(config, resume, show_progress)
+        guard.hint = f"continue with `star run --resume {exp.run.path}`"
+        try:
+            with log_to(log, exp.run.log_path) if exp.dist.is_main else contextlib.nullcontext():
+                if exp.dist.is_main:
+                    _log_start(exp, resumed=resume is not None)
+                for t in range(len(exp.run.finished_rounds()), exp.config.al.rounds):
+                    if run_round(exp, t) is None:
+                        break
+            metrics = exp.run.metrics()
+            if show_progress and exp.dist.is_main:
+                print_rounds(metrics, exp.run.path)
+            return metrics
+        finally:
+            exp.store.close()
+            if exp.lock is not None:
+                exp.lock.release()

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
+from star.errors import RunStateError
 from star.parallel import params
+from star.store.io import fsync_dir, temp_path, write_failed
+from star.store.validate import adapter_problem
 
 
 def lora_layers(model: nn.Module) -> Iterator[nn.Module]:
@@ -66,22 +72,55 @@ def adapter_disabled(model: nn.Module) -> contextlib.AbstractContextManager[None
 
 
 def save_adapter(model: nn.Module, folder: Path, state: dict[str, torch.Tensor] | None = None) -> None:
-    """Adapter weights + config as safetensors (atomic: written to a temp folder, then renamed).
+    """Adapter weights + config as safetensors, whole or not at all.
 
+    peft writes into a hidden temp folder beside `folder`; its files are fsynced and checked,
+    then it is renamed into place and the parent folder fsynced. A failed save (disk full)
+    removes the temp folder, leaves `folder` as it was, and raises StorageError.
     `state`: the adapter's whole tensors (`params.adapter_state`) when the model is FSDP-sharded.
     """
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    tmp, old = temp_path(folder), temp_path(folder)
+    try:
+        model.save_pretrained(tmp, **({"state_dict": state} if state is not None else {}))
+        for file in tmp.iterdir():
+            _fsync(file)
+        if (problem := adapter_problem(tmp)) is not None:
+            raise OSError(errno.EIO, f"the saved adapter is not whole ({problem})")
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+        fsync_dir(folder.parent)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not folder.exists():
+            old.rename(folder)  # put the previous adapter back
+        if isinstance(e, (OSError, SafetensorError)):
+            raise write_failed(folder, _as_os_error(e)) from e
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _as_os_error(e: BaseException) -> BaseException:
+    """safetensors reports a full disk as text ('No space left on device'): as the OSError it is."""
+    return OSError(errno.ENOSPC, "No space left on device") if "No space left" in str(e) else e
 
 
 def load_adapter_weights(model: nn.Module, folder: Path) -> None:
-    """Load saved adapter weights into the live 'default' adapter."""
+    """Load saved adapter weights into the live 'default' adapter; a damaged save raises RunStateError, never loads."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    if (problem := adapter_problem(folder)) is not None:
+        raise RunStateError(f"the adapter in {folder} is damaged ({problem})",
+                            hint="`star run --resume DIR` redoes the round it belongs to")
     state = load_file(str(folder / "adapter_model.safetensors"))
     if any(params.is_sharded(p) for p in model.parameters()):
         params.load_adapter_state(model, state)

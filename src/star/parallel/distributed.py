@@ -51,15 +51,48 @@ def relaunch(num_processes: int, star_args: Sequence[str], fsdp: bool = False) -
     `accelerate launch --multi_gpu --num_processes N -m star ...` (gloo on CPU, NCCL on GPUs),
     or with `fsdp`, `accelerate launch --use_fsdp --fsdp_version 2 ...` (FULL_SHARD, parallel/fsdp.py).
     """
-    import subprocess
-
     port = free_port()  # for the process group's rendezvous
     env = share_cores(dict(os.environ), num_processes)
     engine = ["--use_fsdp", "--fsdp_version", "2", "--fsdp_reshard_after_forward", "true"] if fsdp else ["--multi_gpu"]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *engine, "--num_processes", str(num_processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(port), "-m", "star", *star_args]
-    return subprocess.run(cmd, env=env, check=False).returncode
+    return run_forwarding_signals(cmd, env)
+
+
+def run_forwarding_signals(cmd: Sequence[str], env: dict[str, str]) -> int:
+    """Run `cmd` (a launcher) to its end and return its exit code; SIGTERM / SIGINT sent to this process go to it.
+
+    The launcher runs in a session of its own, so a terminal's Ctrl+C reaches it once, through
+    here, not twice; it stops its workers and exits, and so does this process, with its code.
+    On Linux it also gets SIGTERM if this process dies (even by SIGKILL): no orphaned workers.
+    """
+    import signal
+    import subprocess
+    import threading
+
+    child = subprocess.Popen(cmd, env=env, start_new_session=True, preexec_fn=_terminate_with_parent)
+    if threading.current_thread() is not threading.main_thread():  # no signal handlers there
+        return child.wait()
+    forward = {s: signal.signal(s, lambda signum, frame: child.send_signal(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return child.wait()
+    finally:
+        for s, handler in forward.items():
+            signal.signal(s, handler)
+
+
+def _terminate_with_parent() -> None:
+    """In the launched child, before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG), else nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def launched_world_size() -> int:

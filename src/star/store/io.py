@@ -6,26 +6,90 @@ huge lines before reading them whole and drops a UTF-8 BOM; each caller words it
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from star.errors import StorageError
+
 #: Longest accepted line, in bytes; a longer one is almost surely not a JSON-lines record.
 MAX_LINE_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
+#: How temp files of atomic writes end (a kill can leave one; `RunDir.remove_temporaries` clears them).
+TEMP_SUFFIX = ".tmp"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file + fsync + rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def atomic_write(path: Path, text: str | bytes) -> None:
+    """Write `path` whole or not at all: a temp file beside it, fsync, rename over it, fsync the folder.
+
+    Readers see the old file or the new one, never half of one, also after a kill or a power
+    loss. A failed write (disk full, no permission) removes the temp file, leaves `path` as it
+    was, and raises StorageError naming the file.
+    """
+    path = Path(path)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies, as for open()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException as e:  # also an interrupt: no temp file is left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise write_failed(path, e) from e
+        raise
+
+
+def temp_path(path: Path) -> Path:
+    """A hidden temp name beside `path`, unique to this process and call: `.NAME.<pid>.<random>.tmp`."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def temp_owner(path: Path) -> int | None:
+    """The PID in a temp name from `temp_path` (or `save_adapter`'s folder), else None."""
+    parts = path.name.split(".")
+    if not path.name.endswith(TEMP_SUFFIX) or len(parts) < 4 or not parts[-3].isdigit():
+        return None
+    return int(parts[-3])
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):  # file systems without directory fsync
+            raise
+    finally:
+        os.close(fd)
+
+
+def write_failed(path: Path, error: BaseException) -> StorageError:
+    """The StorageError for a failed write of `path`: what failed, and the fix (free space, then resume)."""
+    reason = getattr(error, "strerror", None) or str(error)
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        hint = "free disk space, then run the command again (a run continues with `star run --resume DIR`)"
+    else:
+        hint = "check the folder's space and permissions, then run the command again (a run: `star run --resume DIR`)"
+    return StorageError(f"could not write {path}: {reason}; nothing was changed by this write", hint=hint)
 
 
 def write_json(path: Path, data: Any) -> None:
