@@ -133,12 +133,27 @@ class TrainConfig(_Section):
                             " auto: bf16 where the device has fast bf16 (CUDA, or a CPU with AVX512-BF16/AMX).")
 
 
+def has_options(task: TaskConfig) -> bool:
+    """Whether the task's answers are a closed set of options (tests pin this to each task's `choices`)."""
+    return task.name in ("boolq", "obqa") or (task.name == "jsonl" and task.answer_type == "choice")
+
+
 class EvalConfig(_Section):
     """Evaluation after every round."""
 
+    mode: Literal["auto", "options", "generate"] = Field(
+        "auto", description="options: the answer option with the highest log-likelihood after the prompt (as"
+                            " lm-evaluation-harness; closed tasks); generate: the greedy answer, extracted; auto:"
+                            " options for boolq, obqa and jsonl with answer_type=choice, else generate.")
     max_new_tokens: int = Field(64, ge=1, description="Greedy tokens generated per test example.")
-    batch_size: int = Field(32, ge=1, description="Test examples per generation batch.")
+    batch_size: int = Field(32, ge=1, description="Test examples per batch (generation or option scoring).")
     ece_bins: int = Field(10, ge=2, description="Equal-width confidence bins of ECE.")
+
+    def resolved_mode(self, task: TaskConfig) -> Literal["options", "generate"]:
+        """The evaluation mode for `task`: `mode`, with auto resolved by whether the task has answer options."""
+        if self.mode == "auto":
+            return "options" if has_options(task) else "generate"
+        return self.mode
 
 
 class RunConfig(_Section):
@@ -160,6 +175,15 @@ class RunConfig(_Section):
                 f"task.pool_size={self.task.pool_size} is smaller than al.initial + (al.rounds - 1) * al.query"
                 f" = {self.al.labels_needed}; raise task.pool_size or lower al.initial / al.query / al.rounds"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_eval_mode(self) -> "RunConfig":
+        if self.eval.mode == "options" and not has_options(self.task):
+            kind = f"task.name={self.task.name!r}" + (f" with answer_type={self.task.answer_type!r}"
+                                                      if self.task.name == "jsonl" else "")
+            raise ValueError(f"eval.mode=options scores answer options, and {kind} has none; set eval.mode=generate"
+                             " (or auto), or use a closed task: boolq, obqa, or jsonl with answer_type=choice")
         return self
 
     def check_pool(self, pool_size: int) -> None:
@@ -251,7 +275,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
 # Fields added after runs were first written whose default changed what a run does, with the
 # behaviour before them. A stored config (a run's config.yaml, a grid's base_config) that lacks
 # one was run that way, so resuming or re-checking it must not switch to the new default.
-STORED_LEGACY: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("al", "precision"): "fp32"}
+STORED_LEGACY: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("al", "precision"): "fp32",
+                                             ("eval", "mode"): "generate"}
 
 
 def with_stored_defaults(data: dict[str, Any]) -> dict[str, Any]:

@@ -315,7 +315,8 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
     seconds["train"] = time.perf_counter() - clock
     clock = time.perf_counter()
     result = evaluate(exp.model.model, exp.model.tokenizer, exp.task, exp.test, exp.test_prompts, cfg.eval,
-                      exp.show_progress, dist=exp.dist)
+                      exp.show_progress, mode=cfg.eval.resolved_mode(cfg.task),
+                      max_answer_tokens=cfg.train.max_answer_tokens, dist=exp.dist)
     if exp.dist.is_main:
         write_jsonl(exp.run.predictions_path(t), result.predictions)
     seconds["eval"] = time.perf_counter() - clock
@@ -324,8 +325,9 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
         "round": t, "labels": len(exp.store.up_to(t)), "acquired": len(exp.store.in_round(t)),
         "label_reads": committed_before + exp.oracle.reads - reads0, "gold_peeks": exp.oracle.peeks - peeks0,
         "strategy": "random" if t == 0 else cfg.al.strategy, "lambda": lam_t,
-        "accuracy": result.accuracy, "ece": result.ece, "mean_confidence": result.mean_confidence,
-        "n_test": result.n, "train": train, "seconds": seconds, "reliability": result.reliability,
+        "accuracy": result.accuracy, "accuracy_norm": result.accuracy_norm, "eval_mode": result.mode,
+        "ece": result.ece, "mean_confidence": result.mean_confidence, "n_test": result.n, "train": train,
+        "seconds": seconds, "reliability": result.reliability,
     }
     if exp.dist.is_main:
         exp.run.seal_round(t)  # the round's files as written, recorded just before metrics.json

@@ -18,7 +18,7 @@ LM_HEAD_CHUNK = 256  # rows of (rows, V) logits materialised at once (~50 MB in 
 STATS_CHUNK = 16  # CPU: rows whose log-softmax is computed at once, small enough to stay in cache
 
 
-def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
     """(decoder returning hidden states, LM head) of a (peft-wrapped) causal LM, if exposed."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     base = getattr(base, "module", base)  # DDP
@@ -32,7 +32,7 @@ def _decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
 
 def response_logits(model: nn.Module, batch: PairBatch) -> torch.Tensor:
     """Logits (M, V) at the M positions that predict response tokens, in row-major order."""
-    parts = _decoder_and_head(model)
+    parts = decoder_and_head(model)
     if parts is None:  # generic fallback: full logits, then select
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits  # (B, T, V)
         return logits[batch.predict_mask]
@@ -79,7 +79,7 @@ def response_stats(model: nn.Module, batch: PairBatch) -> tuple[torch.Tensor, to
 
     Only LM_HEAD_CHUNK rows of (rows, V) logits exist at any time, instead of all M.
     """
-    parts = _decoder_and_head(model)
+    parts = decoder_and_head(model)
     if parts is None:
         return token_stats(response_logits(model, batch), batch.targets)
     decoder, head = parts

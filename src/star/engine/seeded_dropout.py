@@ -24,8 +24,12 @@ from contextvars import ContextVar
 import torch
 from torch import nn
 
-# (seeds (B,), lengths (B,)) of the rows in the current forward, or None for plain dropout.
-_ROWS: ContextVar[tuple[Sequence[int], Sequence[int]] | None] = ContextVar("star_row_seeds", default=None)
+# (seeds (B,), lengths (B,), starts (B,)) of the rows in the current forward, or None for plain dropout.
+_Rows = tuple[Sequence[int], Sequence[int], Sequence[int]]
+_ROWS: ContextVar[_Rows | None] = ContextVar("star_row_seeds", default=None)
+# CPU generator states at the end of each row's draw, by (mask seed, position), within `continued_draws()`:
+# a row continued from that position (a KV-cached prefix) resumes the stream instead of re-drawing the prefix.
+_STATES: ContextVar[dict[tuple[int, int], torch.Tensor] | None] = ContextVar("star_draw_states", default=None)
 _MIX = 0x9E3779B97F4A7C15
 
 
@@ -56,25 +60,43 @@ def _row_key(mask_seed: int) -> int:
 
 
 def keep_hashed(shape: torch.Size, seeds: Sequence[int], lengths: Sequence[int], layer_key: int, p: float,
-                device: torch.device | str) -> torch.Tensor:
+                device: torch.device | str, starts: Sequence[int] | None = None) -> torch.Tensor:
     """(B, T, d) uint8 keep-mask on `device`: row b keeps element (t, j), t < lengths[b], when
-    U = (hash(hash(t * d + j) ^ key_b) >> 8) / 2**24 >= p; positions from lengths[b] on are kept."""
+    U = (hash(hash((t + starts[b]) * d + j) ^ key_b) >> 8) / 2**24 >= p; positions from lengths[b] on are kept."""
     B, T, d = shape
     keys = torch.tensor([_row_key(_mask_seed(int(s), layer_key)) for s in seeds], dtype=torch.long, device=device)
-    counter = _hash32(torch.arange(T * d, dtype=torch.long, device=device)).view(1, T, d)  # (1, T, d)
+    if starts is None or not any(starts):
+        counter = _hash32(torch.arange(T * d, dtype=torch.long, device=device)).view(1, T, d)  # (1, T, d)
+    else:  # each row continues its own sequence from token position starts[b]
+        pos = torch.arange(T, device=device).view(1, T) + torch.tensor(list(starts), device=device).view(B, 1)  # (B, T)
+        counter = _hash32(pos.unsqueeze(-1) * d + torch.arange(d, device=device).view(1, 1, d))  # (B, T, d)
     bits = _hash32(counter ^ keys.view(B, 1, 1)) >> 8  # (B, T, d), 24 uniform bits
     keep = bits >= math.ceil(p * (1 << 24))  # U >= p, U = bits / 2**24
     pad = torch.arange(T, device=device).view(1, T) >= torch.tensor(list(lengths), device=device).view(B, 1)  # (B, T)
     return (keep | pad.unsqueeze(-1)).to(torch.uint8)
 
 
-def keep_cpu(shape: torch.Size, seeds: Sequence[int], lengths: Sequence[int], layer_key: int, p: float) -> torch.Tensor:
-    """(B, T, d) uint8 keep-mask, each row drawn from torch's CPU generator seeded by the row."""
+def keep_cpu(shape: torch.Size, seeds: Sequence[int], lengths: Sequence[int], layer_key: int, p: float,
+             starts: Sequence[int] | None = None) -> torch.Tensor:
+    """(B, T, d) uint8 keep-mask, each row drawn from torch's CPU generator seeded by the row; a row
+    with starts[b] > 0 takes the draw's positions starts[b] .. starts[b] + lengths[b] (a continued sequence)."""
     keep = torch.ones(shape, dtype=torch.uint8)  # (B, T, d); padding beyond a row's length stays kept
+    states = _STATES.get()
     for b, (seed, length) in enumerate(zip(seeds, lengths)):
-        g = torch.Generator(device="cpu").manual_seed(_mask_seed(int(seed), layer_key))
-        draw = torch.rand((int(length), shape[2]), generator=g)  # (L, d), independent of padding
-        torch.ge(draw, p, out=keep[b, : int(length)])
+        start, length, key = int(starts[b]) if starts is not None else 0, int(length), _mask_seed(int(seed), layer_key)
+        if length == 0:
+            continue
+        g = torch.Generator(device="cpu")
+        saved = states.get((key, start)) if states is not None and start else None
+        if saved is not None:  # the stream continues where this row's prefix ended
+            g.set_state(saved)
+            draw = torch.rand((length, shape[2]), generator=g)  # (L, d)
+        else:
+            g.manual_seed(key)
+            draw = torch.rand((start + length, shape[2]), generator=g)[start:]  # (L, d), independent of padding
+        if states is not None:
+            states[(key, start + length)] = g.get_state()
+        torch.ge(draw, p, out=keep[b, :length])
     return keep
 
 
@@ -99,11 +121,11 @@ class RowSeededDropout(nn.Module):
             return nn.functional.dropout(x, self.p, training=True)
         # A uint8 keep-mask: autograd keeps 1 byte per element (not a float mask's 4), and a
         # multiply by uint8 is ~8x faster on a CPU than masked_fill with a boolean mask.
-        seeds, lengths = rows
+        seeds, lengths, starts = rows
         if masks_on_device(x.device):
-            keep = keep_hashed(x.shape, seeds, lengths, self.layer_key, self.p, x.device)
+            keep = keep_hashed(x.shape, seeds, lengths, self.layer_key, self.p, x.device, starts)
         else:
-            keep = keep_cpu(x.shape, seeds, lengths, self.layer_key, self.p)
+            keep = keep_cpu(x.shape, seeds, lengths, self.layer_key, self.p, starts)
         return x * keep.to(x.device) * (1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
@@ -124,9 +146,24 @@ def install(model: nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def row_seeds(seeds: Sequence[int], lengths: Sequence[int]) -> Iterator[None]:
-    """Within this context, row b of each forward uses seed `seeds[b]` over its first `lengths[b]` positions."""
-    token = _ROWS.set((list(seeds), list(lengths)))
+def continued_draws() -> Iterator[None]:
+    """Within this context, CPU masks of rows continued from a position (`row_seeds(starts=...)`) resume the
+    generator where the same row's earlier draw ended, instead of re-drawing its prefix (same masks, less work)."""
+    token = _STATES.set({})
+    try:
+        yield
+    finally:
+        _STATES.reset(token)
+
+
+@contextlib.contextmanager
+def row_seeds(seeds: Sequence[int], lengths: Sequence[int], starts: Sequence[int] | None = None) -> Iterator[None]:
+    """Within this context, row b of each forward uses seed `seeds[b]` over its first `lengths[b]` positions.
+
+    `starts[b]`: the row continues a sequence (a KV-cached prefix) from that token position, so it gets the
+    mask the same tokens would get in one forward over the whole sequence.
+    """
+    token = _ROWS.set((list(seeds), list(lengths), list(starts) if starts is not None else [0] * len(seeds)))
     try:
         yield
     finally:
