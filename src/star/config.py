@@ -75,6 +75,8 @@ class ActiveLearningConfig(_Section):
     response: Literal["generated", "gold", "options"] = Field("generated", description="Scored response: the model's greedy answer (label-free), the gold answer (simulation only), or the distribution over a closed task's answer options (label-free).")
     mc_passes: int = Field(3, ge=1, description="K stochastic passes with LoRA dropout on (release K=3).")
     mc_dropout: bool = Field(True, description="Keep LoRA dropout active while scoring the tuned model.")
+    mc_dropout_p: float | None = Field(None, ge=0.0, lt=1.0, description="LoRA dropout p of the MC passes while"
+                                       " scoring; null: lora.dropout. Training keeps lora.dropout.")
     score_subsample: int | None = Field(32, ge=1, description="Score only a seeded random subsample of the unlabelled pool each round (null: all).")
     batch_size: int = Field(32, ge=1, description="Pool examples per generation / scoring batch (MC passes included).")
     max_new_tokens: int = Field(64, ge=1, description="Greedy tokens generated per pool example (generated response).")
@@ -121,7 +123,10 @@ class TrainConfig(_Section):
     lr: float = Field(5e-4, gt=0, description="Peak learning rate, linear decay (release: 1.5e-4).")
     epochs: int = Field(3, ge=1, description="Passes over the labelled set per round (release: 3).")
     batch_size: int = Field(8, ge=1, description="Examples per optimizer step (release: 8).")
-    weight_decay_b: float = Field(0.5, ge=0.0, description="Decoupled weight decay on lora_B (beta).")
+    weight_decay_b: float = Field(0.5, ge=0.0, description="Decoupled (AdamW) weight decay on lora_B, as the release:"
+                                                           " B shrinks by lr x beta per step.")
+    b_penalty: float = Field(0.0, ge=0.0, description="Coupled L2 penalty beta * sum(B^2) added to the loss, as the"
+                                                      " paper's objective: gradient 2 beta B (0 = off). One process or DDP.")
     weight_decay_a: float = Field(0.0, ge=0.0, description="Weight decay on lora_A (the method: 0).")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of steps of linear warm-up (release: 0).")
     warm_start: bool = Field(False, description="Continue from last round's adapter instead of a fresh one.")

@@ -31,7 +31,7 @@ from star.annotation.oracle import Oracle
 from star.annotation.registry import ANNOTATORS
 from star.config import RunConfig, build_config, dump_config, load_stored_config
 from star.console import log_to, print_rounds
-from star.engine.adapter import adapter_disabled, load_adapter_weights, reset_adapter, save_adapter
+from star.engine.adapter import adapter_disabled, dropout_rate, load_adapter_weights, reset_adapter, save_adapter
 from star.engine.batching import encode_prompts, encode_responses
 from star.engine.evaluation import evaluate
 from star.engine.generation import generate
@@ -39,7 +39,7 @@ from star.engine.modeling import LoadedModel, check_model_config
 from star.engine.placement import engine_label, load_for_engine
 from star.engine.precision import autocast
 from star.engine.scoring import score_options, score_pairs
-from star.engine.training import train_adapter
+from star.engine.training import check_b_penalty, train_adapter
 from star.errors import ConfigError, PoolExhaustedError
 from star.parallel import distributed, signals
 from star.parallel.params import adapter_state
@@ -108,6 +108,7 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     pool_full, test = task.load("pool"), task.load("test")
     config.check_pool(len(pool_full))
     dist = distributed.init(config.model.device)
+    check_b_penalty(config.train, dist)
     if dist.world > 1 and config.al.annotator != "oracle":
         raise ConfigError("human annotation runs in one process", hint="start `star run` without a multi-process launcher")
     lock = resume_run(run) if resumed and dist.is_main else None  # one writer per run; damaged files undone
@@ -154,11 +155,13 @@ def _responses(exp: Experiment, idx: list[int], use_base: bool) -> list[list[int
 
 def _uncertainty(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> Uncertainty:
     """Generation and scoring of pool examples `idx`, in al.precision: al.mc_passes MC-dropout passes, or one
-    deterministic pass for the base model (nothing to drop out) or with al.mc_dropout off."""
+    deterministic pass for the base model (nothing to drop out) or with al.mc_dropout off; the MC passes drop
+    out with al.mc_dropout_p (null: lora.dropout)."""
     cfg = exp.config.al
     prompts = [exp.pool_prompts[i] for i in idx]
     passes = cfg.mc_passes if cfg.mc_dropout and not use_base else 1
-    with autocast(cfg.precision, exp.model.device):
+    mc_p = cfg.mc_dropout_p if passes > 1 else None
+    with autocast(cfg.precision, exp.model.device), dropout_rate(exp.model.model, mc_p):
         if cfg.response == "options":
             options = encode_responses(exp.model.tokenizer, exp.task.choice_texts() or [],
                                        exp.config.train.max_answer_tokens)

@@ -212,3 +212,166 @@ def test_mc_dropout_restores_eval_mode_after_an_exception(model: nn.Module) -> N
     with pytest.raises(RuntimeError), mc_dropout(model, enabled=True):
         raise RuntimeError("boom")
     assert training_modules(model) == []
+
+
+# --- coupled L2 penalty on B (train.b_penalty) -------------------------------------------------
+
+
+def _first_step_grads(model: nn.Module, monkeypatch, config: TrainConfig) -> tuple[list, list]:  # noqa: ANN001
+    """(A grads, B grads) seen by the optimizer's first step of train_adapter (one step: all rows, 1 epoch)."""
+    import star.engine.training as training
+
+    seen: list[tuple[list, list]] = []
+    original = training.make_optimizer
+
+    def capturing(m: nn.Module, c: TrainConfig) -> torch.optim.Optimizer:
+        opt = original(m, c)
+        a, b = lora_parameters(m)
+        opt.register_step_pre_hook(lambda *_: seen.append(([p.grad.clone() for p in a], [p.grad.clone() for p in b])))
+        return opt
+
+    monkeypatch.setattr(training, "make_optimizer", capturing)
+    training.train_adapter(model, PROMPTS, RESPONSES, PAD, config, seed=3, show_progress=False)
+    return seen[0]
+
+
+def _fresh(model: nn.Module) -> list[torch.Tensor]:
+    reset_adapter(model, seed=0)
+    set_b_nonzero(model, seed=4)
+    return [p.detach().clone() for p in lora_parameters(model)[1]]
+
+
+def test_b_penalty_adds_exactly_two_beta_b_to_b_gradient_and_nothing_to_a(model: nn.Module, monkeypatch) -> None:
+    beta = 0.3
+    settings = dict(batch_size=len(PROMPTS), epochs=1, lr=1e-3, precision="fp32", weight_decay_b=0.0)
+    b0 = _fresh(model)
+    a_plain, b_plain = _first_step_grads(model, monkeypatch, TrainConfig(**settings))
+    assert all(torch.equal(x, y) for x, y in zip(_fresh(model), b0))  # the same start: A from the same seed, B again
+    a_pen, b_pen = _first_step_grads(model, monkeypatch, TrainConfig(**settings, b_penalty=beta))
+    for g, g0 in zip(a_pen, a_plain):
+        assert torch.equal(g, g0)  # A: no penalty, the very same gradient
+    for g, g0, b in zip(b_pen, b_plain, b0):
+        torch.testing.assert_close(g - g0, 2 * beta * b, rtol=1e-5, atol=1e-7)
+
+
+def test_b_penalty_term_alone_has_gradient_two_beta_b(model: nn.Module) -> None:
+    from star.engine.training import b_penalty
+
+    set_b_nonzero(model, seed=2)
+    a, b = lora_parameters(model)
+    for p in a + b:
+        p.requires_grad_(True)
+        p.grad = None
+    loss = b_penalty(b, 0.7)
+    torch.testing.assert_close(loss, 0.7 * sum((p.detach() ** 2).sum() for p in b))
+    loss.backward()
+    for p in b:
+        torch.testing.assert_close(p.grad, 1.4 * p.detach(), rtol=1e-6, atol=0.0)
+    assert all(p.grad is None for p in a)
+
+
+def test_b_penalty_zero_never_builds_the_term_and_trains_bit_identically(model: nn.Module, monkeypatch) -> None:
+    import star.engine.training as training
+
+    def trained(config: TrainConfig) -> list[torch.Tensor]:
+        reset_adapter(model, seed=1)
+        training.train_adapter(model, PROMPTS, RESPONSES, PAD, config, seed=5, show_progress=False)
+        return [p.detach().clone() for p in lora_parameters(model)[0] + lora_parameters(model)[1]]
+
+    default = trained(TrainConfig(batch_size=2, epochs=2))
+
+    def forbidden(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("b_penalty computed with train.b_penalty=0")
+
+    monkeypatch.setattr(training, "b_penalty", forbidden)
+    zero = trained(TrainConfig(batch_size=2, epochs=2, b_penalty=0.0))
+    assert all(torch.equal(x, y) for x, y in zip(default, zero))
+
+
+def test_b_penalty_shrinks_b(model: nn.Module) -> None:
+    from star.engine.training import train_adapter
+
+    def b_norm(beta: float) -> float:
+        reset_adapter(model, seed=1)
+        train_adapter(model, PROMPTS, RESPONSES, PAD, TrainConfig(batch_size=2, epochs=3, lr=1e-2, weight_decay_b=0.0,
+                                                                   b_penalty=beta), seed=5, show_progress=False)
+        return float(sum((p.detach() ** 2).sum() for p in lora_parameters(model)[1]))
+
+    assert b_norm(50.0) < 0.5 * b_norm(0.0)
+
+
+def test_b_penalty_is_refused_under_sharded_engines() -> None:
+    from star.engine.training import check_b_penalty
+    from star.errors import ConfigError
+    from star.parallel.distributed import Dist
+
+    check_b_penalty(TrainConfig(b_penalty=0.1), Dist(rank=0, world=2))  # DDP: fine
+    check_b_penalty(TrainConfig(b_penalty=0.0), Dist(rank=0, world=2, fsdp=object()))  # off: fine
+    for dist in (Dist(rank=0, world=2, fsdp=object()), Dist(rank=0, world=2, deepspeed=object())):
+        with pytest.raises(ConfigError, match="train.b_penalty=0.1 is not supported under") as err:
+            check_b_penalty(TrainConfig(b_penalty=0.1), dist)
+        assert "train.b_penalty=0" in err.value.hint
+
+
+# --- MC dropout probability (al.mc_dropout_p) -----------------------------------------------------
+
+
+def _lora_dropouts(model: nn.Module) -> list[nn.Module]:
+    return [m for n, m in model.named_modules() if isinstance(m, RowSeededDropout)]
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.6])
+def test_mc_dropout_p_sets_the_masks_keep_rate(model: nn.Module, p: float) -> None:
+    from star.engine.seeded_dropout import row_seeds
+
+    drop = _lora_dropouts(model)[3]
+    x = torch.ones(4, 256, 128)  # (B, T, d): 131,072 draws, std of the keep rate ~0.0014
+    with mc_dropout(model, enabled=True, p=p), row_seeds([1, 2, 3, 4], [256] * 4):
+        y = drop(x)
+    kept = (y != 0).float().mean().item()
+    assert abs(kept - (1 - p)) < 0.006
+    torch.testing.assert_close(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))  # inverted dropout at p
+    assert {m.p for m in _lora_dropouts(model)} == {0.1}  # restored: training keeps lora.dropout
+
+
+def test_mc_dropout_p_null_or_equal_to_lora_dropout_is_bit_identical(model: nn.Module) -> None:
+    from star.engine.adapter import dropout_rate
+
+    set_b_nonzero(model)
+    pe, me = score(model, passes=3, seed=11)
+    with dropout_rate(model, None):
+        pe_null, me_null = score(model, passes=3, seed=11)
+    with dropout_rate(model, 0.1):  # = lora.dropout
+        pe_same, me_same = score(model, passes=3, seed=11)
+    with dropout_rate(model, 0.5):
+        pe_half, _ = score(model, passes=3, seed=11)
+    for a, b in ((pe, pe_null), (me, me_null), (pe, pe_same), (me, me_same)):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(pe_half - pe).max() > 1e-4
+    with dropout_rate(model, 0.5):
+        np.testing.assert_array_equal(score(model, passes=3, seed=11)[0], pe_half)  # still seeded per example
+
+
+def test_mc_dropout_p_works_when_training_has_no_dropout(tiny_model_dir: Path) -> None:
+    from star.engine.adapter import dropout_rate
+
+    plain = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.0)).model
+    assert len(_lora_dropouts(plain)) == 14  # peft's Identity became a p = 0 seeded dropout
+    set_b_nonzero(plain)
+    pe, _ = score(plain, passes=3, seed=11)
+    np.testing.assert_array_equal(pe, np.repeat(pe[:, :1], 3, axis=1))  # p = 0: the passes are the same
+    with dropout_rate(plain, 0.3):
+        pe_mc, _ = score(plain, passes=3, seed=11)
+    assert np.abs(pe_mc[:, 0] - pe_mc[:, 1]).max() > 1e-4
+
+
+def test_mc_settings_are_validated() -> None:
+    from star.config import build_config
+    from star.errors import ConfigError
+
+    assert build_config().al.mc_dropout_p is None and build_config().train.b_penalty == 0.0
+    assert build_config(overrides=["al.mc_dropout_p=0.3", "train.b_penalty=0.01"]).al.mc_dropout_p == 0.3
+    with pytest.raises(ConfigError, match="al.mc_dropout_p"):
+        build_config(overrides=["al.mc_dropout_p=1.0"])
+    with pytest.raises(ConfigError, match="train.b_penalty"):
+        build_config(overrides=["train.b_penalty=-1"])

@@ -50,8 +50,30 @@ def lora_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Param
 
 
 @contextlib.contextmanager
-def mc_dropout(model: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Eval mode everywhere except LoRA's dropout (on A's input), which stays stochastic."""
+def dropout_rate(model: nn.Module, p: float | None) -> Iterator[None]:
+    """LoRA's dropout probability set to `p` for the block, restored after; None leaves it as trained (lora.dropout).
+
+    MC-dropout scoring can so use another p (`al.mc_dropout_p`) than training. Only the rate
+    changes: each row's mask is still drawn from its own seed (`seeded_dropout`).
+    """
+    if p is None:
+        yield
+        return
+    layers = [d for layer in lora_layers(model) for d in layer.lora_dropout.values() if hasattr(d, "p")]
+    before = [d.p for d in layers]
+    for d in layers:
+        d.p = float(p)
+    try:
+        yield
+    finally:
+        for d, old in zip(layers, before):
+            d.p = old
+
+
+@contextlib.contextmanager
+def mc_dropout(model: nn.Module, enabled: bool = True, p: float | None = None) -> Iterator[None]:
+    """Eval mode everywhere except LoRA's dropout (on A's input), which stays stochastic, with
+    probability `p` when given (None: lora.dropout)."""
     was_training = model.training
     model.eval()
     if enabled:
@@ -59,7 +81,8 @@ def mc_dropout(model: nn.Module, enabled: bool = True) -> Iterator[None]:
             if ".lora_dropout." in name:
                 module.train()
     try:
-        yield
+        with dropout_rate(model, p if enabled else None):
+            yield
     finally:
         model.train(was_training)
         if not was_training:

@@ -133,14 +133,18 @@ class RowSeededDropout(nn.Module):
 
 
 def install(model: nn.Module) -> int:
-    """Replace every LoRA dropout (nn.Dropout in peft's `lora_dropout`) by a RowSeededDropout."""
+    """Replace every LoRA dropout (nn.Dropout in peft's `lora_dropout`) by a RowSeededDropout.
+
+    peft's nn.Identity for lora.dropout=0 becomes a RowSeededDropout with p = 0 (the identity too),
+    so MC-dropout scoring can still use a rate of its own (`al.mc_dropout_p`).
+    """
     from peft.tuners.lora import LoraLayer
 
     count = 0
     for key, layer in enumerate(m for m in model.modules() if isinstance(m, LoraLayer)):
         for name, module in list(layer.lora_dropout.items()):
-            if isinstance(module, nn.Dropout):
-                layer.lora_dropout[name] = RowSeededDropout(module.p, key)
+            if isinstance(module, (nn.Dropout, nn.Identity)):
+                layer.lora_dropout[name] = RowSeededDropout(getattr(module, "p", 0.0), key)
                 count += 1
     return count
 

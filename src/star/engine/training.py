@@ -1,7 +1,11 @@
 """One round of LoRA training: answer-token loss, AdamW with decay on lora_B only, linear schedule.
 
-Constraint LoRA's L2 part: B (zero-initialised) gets decoupled weight decay beta, A none, so
-the adapter's update BA is pulled towards zero without shrinking A's random projection.
+Constraint LoRA's L2 part: B (zero-initialised) is pulled towards zero, A is not, so the
+adapter's update BA shrinks without shrinking A's random projection. Two forms, either or both:
+- `train.weight_decay_b` (the release's): AdamW's decoupled decay, B <- B - lr * beta * B per
+  step, outside the gradient, so Adam's normalisation never rescales it;
+- `train.b_penalty` (the paper's objective): beta * sum(B^2) added to the loss, so the
+  gradient gains 2 beta B, which Adam then normalises with the data gradient (coupled L2).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from star.engine.batching import PairBatch, collate_pairs, length_batches
 from star.engine.forward import response_logits
 from star.engine.precision import autocast_dtype, autocast_to
 from star.engine.seeded_dropout import row_seeds
+from star.errors import ConfigError
 from star.parallel.distributed import Dist
 from star.parallel.stepper import Stepper
 
@@ -64,6 +69,25 @@ def linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_r
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def b_penalty(b_params: Sequence[nn.Parameter], beta: float) -> torch.Tensor:
+    """beta * sum(B^2) over the elements of the adapter's B matrices, in fp32: its gradient is 2 beta B."""
+    return beta * sum((b.float() ** 2).sum() for b in b_params)
+
+
+def check_b_penalty(config: TrainConfig, dist: Dist) -> None:
+    """Refuse train.b_penalty under FSDP / ZeRO-3, before anything loads or trains.
+
+    There B is split across the processes and its whole value exists only inside a layer's
+    forward; a penalty computed on the local shards would bypass the engine's gradient
+    reduction. One process and DDP (B whole on every process) are supported.
+    """
+    if config.b_penalty and dist.sharded:
+        raise ConfigError(f"train.b_penalty={config.b_penalty} is not supported under {dist.engine}: lora_B is sharded"
+                          " across the processes",
+                          hint="set train.b_penalty=0 (train.weight_decay_b still decays B), or run it in one process"
+                               " or with DDP (examples/accelerate/ddp.yaml)")
 
 
 class ResponseLoss(nn.Module):
@@ -116,13 +140,19 @@ def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
     share of its rows, and each row's dropout mask comes from its own seed, so a multi-process
     run trains the same adapter as one process (up to floating-point summation order). `dist`: this
     process's place in the run (one process by default).
+
+    `train.b_penalty` is added unscaled on every process, a stand-in's too: DDP averages the
+    processes' gradients, so B's gradient gains exactly 2 beta B per step whatever the world
+    size (the data loss is scaled by world in `ResponseLoss` for the same average).
     """
+    check_b_penalty(config, dist)
     start = time.perf_counter()
     device = next(model.parameters()).device
     rng = np.random.default_rng(seed)
     lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
     total_steps = math.ceil(len(prompts) / config.batch_size) * config.epochs
     optimizer = make_optimizer(model, config)
+    b_params = lora_parameters(model)[1]
     scheduler = linear_schedule(optimizer, total_steps, config.warmup_ratio)
     if config.gradient_checkpointing:
         _checkpointing(model, True)
@@ -139,7 +169,7 @@ def train_adapter(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
                 with row_seeds(seeds, batch.attention_mask.sum(1).tolist()):  # also around backward: checkpointing recomputes
                     with autocast_to(amp, device):
                         loss = stepper.module(batch, total, dist.world) * weight  # the forward only: backward follows autocast
-                    stepper.backward(loss)
+                    stepper.backward(loss + b_penalty(b_params, config.b_penalty) if config.b_penalty else loss)
                 stepper.step()
                 scheduler.step()
                 losses.append(dist.sum(float(loss.detach()) / dist.world))  # the global batch's mean token loss
