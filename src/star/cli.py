@@ -62,10 +62,11 @@ def run_command(
         if code:
             raise typer.Exit(code)
         return
-    if resume is not None:
-        run(resume=resume, show_progress=not quiet)
-        return
-    run(resolved, show_progress=not quiet)
+    try:
+        run(resolved, resume=resume, show_progress=not quiet)
+    except RunInterrupted as e:  # also when the signal came before the run directory was known to the loop
+        e.hint = f"continue with `star run --resume {resume if resume is not None else resolved.output_dir}`"
+        raise
 
 
 @app.command("config", context_settings=_EXTRA)

@@ -116,10 +116,9 @@ class LabelStore:
         try:
             yield
         except sqlite3.Error as e:
-            db = getattr(self, "_db", None)
-            if db is not None and db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error, AttributeError):  # also a connection closed by a failed open
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
             mapped = store_error(self.path, e)
             if mapped is None:
                 raise
