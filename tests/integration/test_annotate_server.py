@@ -185,9 +185,11 @@ def test_no_open_round_is_refused_at_start(tmp_path: Path, make_run) -> None:  #
 
 def test_star_annotate_command_prints_the_url_and_stops_cleanly(tmp_path: Path, make_run) -> None:  # noqa: ANN001
     run_dir, ids = make_run(tmp_path)
+    # SIGINT as in a terminal: a shell's background job (e.g. `pytest &`) hands its children SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "star", "annotate", str(run_dir), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert line.startswith("annotate round 0 of ") and "http://127.0.0.1:" in line, line + proc.stderr.read()
