@@ -240,10 +240,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> NoReturn:
-    """The `star` command and `python -m star`: `main`, then the exit (a launched worker skips teardown)."""
+    """The `star` command and `python -m star`: `main`, then the exit (a launched worker skips teardown).
+
+    An unexpected exception is printed with its traceback and exits 1 the same way, so a
+    worker of a multi-process run never reaches interpreter teardown (parallel/distributed.py).
+    """
+    import traceback
+
     from star.parallel.distributed import exit_process
 
-    exit_process(main())
+    try:
+        code = main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException:  # noqa: BLE001 - a bug: shown in full, then the same exit
+        traceback.print_exc()
+        code = 1
+    exit_process(code)
 
 
 if __name__ == "__main__":

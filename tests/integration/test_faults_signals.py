@@ -144,3 +144,40 @@ def test_sigterm_to_a_two_process_run_stops_every_process_and_it_resumes(config,
     assert _selections([ours["files"][f"{t}/scores.jsonl"] for t in rounds]) == \
         _selections([reference["files"][f"{t}/scores.jsonl"] for t in rounds])
     assert ours["labels"] == reference["labels"]
+
+
+# --- one writer per run, for real ---------------------------------------------------------------
+
+SLOW_STAR = """
+import sys, time
+import star.loop as loop
+real = loop.run_round
+def slow(exp, t):  # a run that takes its time: each round waits a second first
+    time.sleep(1.0)
+    return real(exp, t)
+loop.run_round = slow
+from star.cli import entry
+entry()
+"""
+
+
+def test_a_second_star_run_resume_is_refused_while_the_first_writes(config, reference, tmp_path):
+    run = tmp_path / "run"
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump({**copy.deepcopy(config), "output_dir": str(run)}))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-c", SLOW_STAR, "run", "--quiet", "--config", str(config_file)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while f'"pid": {first.pid}' not in ((run / "run.lock").read_text() if (run / "run.lock").exists() else "") \
+            and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run([sys.executable, "-m", "star", "run", "--quiet", "--resume", str(run)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert first.poll() is None, "the first run must still be writing"
+    assert second.returncode == 2 and f"is being written by another process: pid {first.pid} on host" in second.stderr
+    assert "Traceback" not in second.stderr and second.stderr.count("error:") == 1
+    first.send_signal(signal.SIGTERM)  # the first stops; its lock goes with it
+    assert first.wait(timeout=120) == 128 + signal.SIGTERM
+    loop.run(resume=str(run), show_progress=False)
+    assert outcome(run) == reference

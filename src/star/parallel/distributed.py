@@ -207,26 +207,26 @@ def init(device_kind: str = "auto") -> Dist:
 
 
 def leave_process_group() -> None:
-    """Destroy the process group before the interpreter tears down.
-
-    Left to interpreter teardown, gloo's worker threads can be destroyed while still joinable,
-    and the process aborts ("terminate called without an active exception"). A finished run
-    then exits with SIGABRT. It was seen about once in a dozen 2-process runs.
-    """
+    """Destroy the process group before the interpreter tears down (the Python side of it; see `exit_process`)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
 
 
 def exit_process(code: int) -> NoReturn:
     """Exit with `code`. A launched worker (of several) leaves the process group, flushes, and
-    skips interpreter teardown.
+    skips interpreter teardown (`os._exit`).
 
-    Even with the process group destroyed first, a finished 2-process run aborted at teardown
-    about once in 25-50 launches. One process died with SIGABRT and "terminate called without
-    an active exception", after its last round's metrics were written: a C++ thread of the
-    distributed stack destroyed while still joinable. Nothing is left to write at this point
-    (run files are closed, labels are committed), so the worker exits without running
-    destructors.
+    Why: a finished 2-process run rarely (1 in 10-50 launches) aborted at teardown with
+    "terminate called without an active exception". The cause, found with a core dump of a
+    minimal gloo program (docs/reliability.md): a gloo worker thread
+    (`ProcessGroupGloo::runLoop`) drops its reference to a finished collective's work object
+    after the main thread has moved on. The work holds tensors made in Python, so its
+    destructor decrefs their Python objects and takes the GIL. During interpreter
+    finalization, CPython up to 3.13 ends such a thread with `pthread_exit`. The forced unwind
+    reaches a noexcept C++ destructor, and libstdc++ calls `std::terminate`. Destroying the
+    process group first does not stop it: the C++ group and its threads outlive the Python
+    handle. Without finalization, no thread takes the GIL at exit. Nothing is left to write at
+    this point (run files are closed, labels are committed).
     """
     if launched_world_size() <= 1:
         sys.exit(code)
