@@ -11,7 +11,18 @@ import importlib
 from typing import Any
 
 from star.config import RunConfig, build_config, load_config
-from star.errors import ConfigError, DataError, ModelLoadError, PoolExhaustedError, RunStateError, StarError
+from star.errors import (
+    ConfigError,
+    DataError,
+    ModelLoadError,
+    PoolExhaustedError,
+    RunInterrupted,
+    RunLockedError,
+    RunStateError,
+    StarError,
+    StorageError,
+    StoreBusyError,
+)
 
 __version__ = "0.1.0"
 
@@ -24,8 +35,9 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 }
 
 __all__ = [
-    "ConfigError", "DataError", "ModelLoadError", "PoolExhaustedError", "RunConfig", "RunStateError",
-    "StarError", "build_config", "load_config", "run", "__version__", *_LAZY,
+    "ConfigError", "DataError", "ModelLoadError", "PoolExhaustedError", "RunConfig", "RunInterrupted",
+    "RunLockedError", "RunStateError", "StarError", "StorageError", "StoreBusyError", "build_config", "load_config",
+    "run", "__version__", *_LAZY,
 ]
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from star.errors import RunStateError
-from star.store.io import fsync_dir
+from star.store.io import fsync_dir, write_failed
 from star.store.runs import RunDir
 from star.store.validate import Record, record_problem
 
@@ -74,13 +74,16 @@ def _check_base_scores(run: RunDir, say: Callable[[str], None]) -> None:
 
 def _cut(path: Path, size: int) -> None:
     """Shorten `path` to its first `size` bytes (delete it for 0), durably."""
-    if size == 0:
-        path.unlink()
-    else:
-        with open(path, "r+b") as f:
-            f.truncate(size)
-            os.fsync(f.fileno())
-    fsync_dir(path.parent)
+    try:
+        if size == 0:
+            path.unlink()
+        else:
+            with open(path, "r+b") as f:
+                f.truncate(size)
+                os.fsync(f.fileno())
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise write_failed(path, e) from e
 
 
 def unfinish(run: RunDir, t: int, drop_selection: bool) -> None:
