@@ -6,6 +6,9 @@ greedy answer (label-free) and measure how well each score ranks wrong answers a
 ones. Prints a table and writes JSON.
 
     python bench/uncertainty_signal.py --n 96 --train 32 --out bench/results/uncertainty_signal.json
+
+`star probe` measures the same AUROC (and more: u_base and u_full, several label counts, calibration)
+as a command; this script stays as the record of how the default was chosen.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from star.al.ranking import auroc
 from star.config import RunConfig
 from star.engine.adapter import adapter_disabled, reset_adapter
 from star.engine.batching import encode_prompts, encode_responses
@@ -25,16 +29,6 @@ from star.engine.modeling import load_model
 from star.engine.scoring import score_pairs
 from star.engine.training import train_adapter
 from star.tasks import build_task
-
-
-def auroc(score: np.ndarray, wrong: np.ndarray) -> float:
-    """P(score of a wrong answer > score of a right one), ties counted half."""
-    pos, neg = score[wrong], score[~wrong]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).mean()
-    ties = (pos[:, None] == neg[None, :]).mean()
-    return float(greater + 0.5 * ties)
 
 
 def measure(model, tok, task, examples, prompts, cfg: RunConfig, mc: bool) -> dict:

@@ -1,4 +1,4 @@
-"""The `star` command: a thin layer over the Python API (`star.loop.run`, `star.config`)."""
+"""The `star` command: a thin layer over the Python API (`star.loop.run`, `star.config`, `star.experiments`)."""
 
 from __future__ import annotations
 
@@ -133,6 +133,31 @@ def report_command(
                           hint="e.g. star report runs/a runs/b --out runs/report")
     folder = write_report(dirs, out if out is not None else Path(dirs[0]) / "report", paired_with)
     typer.echo(f"report written to {folder / 'report.md'} (also report.html, report.json and PNG figures)")
+
+
+@app.command("probe", context_settings=_EXTRA)
+def probe_command(
+    ctx: typer.Context,
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config: task, model, seed, training."),
+    sizes: str = typer.Option("0,16,32,64,128", "--sizes",
+                              help="Comma-separated labelled-set sizes (0 = the base model)."),
+    probe_size: int = typer.Option(64, "--probe-size", help="Pool examples in the probe set (in no labelled set)."),
+    strength: Optional[list[str]] = typer.Option(
+        None, "--strength", help="Constraint-term sweep KEY=V1,V2 (repeatable): train.weight_decay_b,"
+                                 " train.b_penalty or al.mc_dropout_p."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder (probe.json, probe.md, figures)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """The paper's two probes: AUROC of u_base and u_full at finding wrong answers, and ECE with and without
+    each constraint term, at each labelled-set size. Re-running the same command skips sizes already done."""
+    from star.config import load_config
+    from star.experiments.probe import ProbeSettings, probe
+
+    if out is None:
+        raise ConfigError("star probe needs --out DIR", hint="e.g. star probe --sizes 0,16,64 --out runs/probe")
+    settings = ProbeSettings.parse(sizes, probe_size, strength or [])
+    folder = probe(load_config(config, overrides_from_args(list(ctx.args))), settings, out, show_progress=not quiet)
+    typer.echo(f"probe written to {folder / 'probe.md'} (also probe.json and PNG figures)")
 
 
 @app.command("query")

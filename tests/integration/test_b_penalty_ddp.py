@@ -29,7 +29,8 @@ dist = distributed.init("cpu")
 model = load_model(ModelConfig(name=sys.argv[1], threads=1, device="cpu"), LoraSettings(r=2, alpha=4, dropout=0.1),
                    show_progress=False).model
 reset_adapter(model, seed=0)
-config = TrainConfig(batch_size=3, epochs=2, lr=1e-2, weight_decay_b=0.0, b_penalty=float(sys.argv[2]), precision="fp32")
+config = TrainConfig(batch_size=3, epochs=2, lr=1e-2, weight_decay_b=0.0, b_penalty=float(sys.argv[2]),
+                     precision="fp32")
 stats = train_adapter(model, prompts, responses, 0, config, seed=1, show_progress=False, dist=dist)
 if dist.is_main:  # batches of 3, 3 and 1 rows: the last leaves one process a stand-in row weighted 0
     torch.save({"b": [p.detach().clone() for p in lora_parameters(model)[1]], "loss": stats.mean_loss}, sys.argv[3])

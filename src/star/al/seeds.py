@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 #: The purposes a round draws random numbers for; each gets an independent stream.
-PURPOSES = {"initial": 1, "select": 2, "subsample": 3, "init": 4, "train": 5, "mc": 6}
+PURPOSES = {"initial": 1, "select": 2, "subsample": 3, "init": 4, "train": 5, "mc": 6,
+            "probe": 7, "labelled": 8}  # the last two: `star probe`'s probe set and labelled sets
 
 
 def derive_seed(seed: int, round_index: int, purpose: str) -> int:
