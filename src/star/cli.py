@@ -121,7 +121,7 @@ def report_command(
     dirs: list[str] = typer.Argument(..., help="Run directories and/or `star compare` folders (searched beneath)."),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Report folder (default: DIR/report for one DIR)."),
     paired_with: Optional[str] = typer.Option(None, "--paired-with", metavar="ARM",
-                                              help="Arm the others are compared with seed by seed (default: random)."),
+                                              help="Arm also compared with every other, seed by seed, with bootstrap intervals (random always is)."),
 ) -> None:
     """Rebuild a comparison report (Markdown, HTML, JSON, PNG figures) from finished runs."""
     from pathlib import Path
