@@ -62,3 +62,16 @@ def test_a_relaunching_parent_passes_sigterm_to_its_launcher_and_returns_its_cod
     started = time.monotonic()
     assert run_forwarding_signals([sys.executable, "-c", child], dict(os.environ)) == 7
     assert time.monotonic() - started < 30 and signal.getsignal(signal.SIGTERM) == before
+
+
+def test_library_code_catching_exception_cannot_swallow_the_stop():
+    """A signal that lands inside `except Exception` code (as jinja2's template compiler has) still stops the run."""
+    swallowed = []
+    with pytest.raises(RunInterrupted) as err:
+        with signals.stop_on_signals({}):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            except Exception as e:  # noqa: BLE001 - what a library might do
+                swallowed.append(e)
+    assert swallowed == [] and err.value.signum == signal.SIGTERM

@@ -2,7 +2,10 @@
 
 `stop_on_signals` turns the first SIGTERM or SIGINT into a `RunInterrupted` exception, raised
 wherever the main thread is (Python runs signal handlers between bytecodes, so a C call such
-as a matmul, an SQLite commit or a gloo collective finishes first). That abandons the current
+as a matmul, an SQLite commit or a gloo collective finishes first). Inside the block it travels
+as `_Stop`, a BaseException like KeyboardInterrupt, so that library code catching `Exception`
+(jinja2 turned it into a TemplateSyntaxError while compiling a chat template) cannot swallow or
+rewrite it; the block's exit turns it into RunInterrupted. That abandons the current
 phase, which is safe because every write of a run is atomic (a temp file renamed into place;
 a label commit is one SQLite transaction): the run directory holds whole files of finished
 steps only, and `star run --resume DIR` redoes the rest with the same seeds. The message says
@@ -44,6 +47,14 @@ def where(frame: FrameType | None, phases: Mapping[str, str], round_function: st
     return f"in round {t}" + (f" ({phase})" if phase else "")
 
 
+class _Stop(BaseException):
+    """The signal on its way out of the block: not an Exception, so `except Exception` lets it pass."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.message, self.signum = message, signum
+
+
 class Guard:
     """What `stop_on_signals` yields: `hint` (the fix printed with the message) can be set once known."""
 
@@ -70,13 +81,14 @@ def stop_on_signals(phases: Mapping[str, str], hint: str = "continue with `star 
     def interrupted(signum: int, frame: FrameType | None) -> None:
         restore()  # a second signal gets the default action
         name = signal.Signals(signum).name
-        raise RunInterrupted(f"interrupted by {name} {where(frame, phases)}: stopped there; every finished "
-                             "round, every committed label and every file written so far is whole and kept",
-                             signum, hint=guard.hint)
+        raise _Stop(f"interrupted by {name} {where(frame, phases)}: stopped there; every finished "
+                    "round, every committed label and every file written so far is whole and kept", signum)
 
     for s in SIGNALS:
         signal.signal(s, interrupted)
     try:
         yield guard
+    except _Stop as stop:
+        raise RunInterrupted(stop.message, stop.signum, hint=guard.hint) from None
     finally:
         restore()
