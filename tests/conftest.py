@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
-@pytest.fixture
-def tiny_run_config(tiny_model_dir: Path, tmp_path: Path) -> dict:
-    """A micro run on the tiny model and the built-in task (seconds on a CPU)."""
+@pytest.fixture(scope="session")
+def tiny_run_settings(tiny_model_dir: Path) -> dict:
+    """A micro run on the tiny model and the built-in task (seconds on a CPU), without an output_dir."""
     return {
         "seed": 0,
-        "output_dir": str(tmp_path / "run"),
         "model": {"name": str(tiny_model_dir), "threads": 1},
         "task": {"name": "arithmetic", "pool_size": 24, "test_size": 6, "max_steps": 2},
         "al": {"initial": 4, "query": 4, "rounds": 3, "strategy": "pe-dynamic", "mc_passes": 2,
@@ -56,6 +56,12 @@ def tiny_run_config(tiny_model_dir: Path, tmp_path: Path) -> dict:
         "train": {"epochs": 1, "batch_size": 4, "max_prompt_tokens": 96, "max_answer_tokens": 48},
         "eval": {"max_new_tokens": 8, "batch_size": 8},
     }
+
+
+@pytest.fixture
+def tiny_run_config(tiny_run_settings: dict, tmp_path: Path) -> dict:
+    """`tiny_run_settings` writing to tmp_path/run (a fresh copy per test)."""
+    return {**copy.deepcopy(tiny_run_settings), "output_dir": str(tmp_path / "run")}
 
 
 @pytest.fixture

@@ -43,18 +43,9 @@ def outcome(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def config(tiny_model_dir: Path) -> dict:
-    """The tiny run of conftest's `tiny_run_config` (3 rounds; base scores computed in round 1)."""
-    return {
-        "seed": 0,
-        "model": {"name": str(tiny_model_dir), "threads": 1},
-        "task": {"name": "arithmetic", "pool_size": 24, "test_size": 6, "max_steps": 2},
-        "al": {"initial": 4, "query": 4, "rounds": 3, "strategy": "pe-dynamic", "mc_passes": 2,
-               "batch_size": 8, "max_new_tokens": 8},
-        "lora": {"r": 2, "alpha": 4, "dropout": 0.1},
-        "train": {"epochs": 1, "batch_size": 4, "max_prompt_tokens": 96, "max_answer_tokens": 48},
-        "eval": {"max_new_tokens": 8, "batch_size": 8},
-    }
+def config(tiny_run_settings: dict) -> dict:
+    """The tiny run of conftest's `tiny_run_settings` (3 rounds; base scores computed in round 1)."""
+    return copy.deepcopy(tiny_run_settings)
 
 
 @pytest.fixture(scope="module")
