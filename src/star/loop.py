@@ -43,7 +43,7 @@ from star.engine.training import check_b_penalty, train_adapter
 from star.errors import ConfigError, PoolExhaustedError
 from star.parallel import distributed, signals
 from star.parallel.params import adapter_state
-from star.store.io import read_jsonl, write_json, write_jsonl
+from star.store.io import append_jsonl, read_appended_jsonl, write_json, write_jsonl
 from star.store.labels import LabelStore
 from star.store.lock import RunLock
 from star.store.recovery import check_selection
@@ -180,16 +180,15 @@ def ensure_base_scores(exp: Experiment, idx: list[int]) -> None:
         return
     path = exp.run.base_scores_path
     if not exp.base_scores and path.is_file():
-        exp.base_scores = {r["id"]: r[measure] for r in read_jsonl(path)}
+        exp.base_scores = {r["id"]: r[measure] for r in read_appended_jsonl(path)}
     missing = [i for i in idx if exp.pool[i].id not in exp.base_scores]
     if not missing:
         return
     with adapter_disabled(exp.model.model):
         u = _uncertainty(exp, missing, use_base=True, seed=0)
-    rows = read_jsonl(path) if path.is_file() else []
-    rows += [{"id": exp.pool[i].id, "pe": float(u.pe[j].mean()), "me": float(u.me[j].mean())} for j, i in enumerate(missing)]
+    rows = [{"id": exp.pool[i].id, "pe": float(u.pe[j].mean()), "me": float(u.me[j].mean())} for j, i in enumerate(missing)]
     if exp.dist.is_main:
-        write_jsonl(path, rows)
+        append_jsonl(path, rows)  # O(new rows): earlier rounds' rows are not rewritten
     exp.base_scores.update({exp.pool[i].id: float(getattr(u, measure)[j].mean()) for j, i in enumerate(missing)})
 
 

@@ -135,7 +135,8 @@ def test_a_resumed_finished_run_with_a_cut_file_in_an_earlier_round_redoes_from_
 # --- a full disk at each write ----------------------------------------------------------------
 
 class FullDisk:
-    """star.store.io's `os`, except that writing a temp file of `target` (its `nth` write, 0-based) fails with ENOSPC."""
+    """star.store.io's `os`, except that writing `target` (a temp file of it, or the file itself when appended;
+    its `nth` write, 0-based) fails with ENOSPC."""
 
     def __init__(self, target: str, nth: int = 0) -> None:
         self.target, self.nth, self.seen, self.fds = target, nth, 0, set()
@@ -145,8 +146,8 @@ class FullDisk:
 
     def open(self, path, flags, mode=0o777):
         fd = os.open(path, flags, mode)
-        if str(path).replace(os.sep, "/").split("/.")[-1].startswith(self.target.split("/")[-1]) and \
-                self.target.split("/")[0] in str(path):
+        name, base = str(path).replace(os.sep, "/").split("/")[-1], self.target.split("/")[-1]
+        if (name.startswith("." + base) or name == base) and self.target.split("/")[0] in str(path):  # temp or appended
             self.fds.add(fd)
         return fd
 

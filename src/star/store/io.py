@@ -1,4 +1,8 @@
-"""Files that are never seen half-written (atomic writes, JSON and JSON lines), and a capped line reader.
+"""Files that are never seen half-written (atomic writes, JSON and JSON lines), append-only JSON lines,
+and a capped line reader.
+
+An append-only file (`append_jsonl`) grows by whole lines, so a round's cost does not grow with
+what earlier rounds wrote; a kill can tear only its last line, which `read_appended_jsonl` drops.
 
 `capped_lines` is the one reader of untrusted line files (task data, answers files): it refuses
 huge lines before reading them whole and drops a UTF-8 BOM; each caller words its own error.
@@ -100,6 +104,63 @@ def write_json(path: Path, data: Any) -> None:
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """One JSON object a line, atomically."""
     atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Append one JSON object a line to `path` and fsync; cost O(rows), not O(file).
+
+    A torn last line left by a kill is cut first, so the new rows start on a line of their own.
+    A failed write (disk full) leaves the file as it was (absent, if it was new) and raises StorageError.
+    """
+    path = Path(path)
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
+    new = not path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            size = _whole_lines_size(fd)
+            os.ftruncate(fd, size)
+            try:
+                os.lseek(fd, size, os.SEEK_SET)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except BaseException:
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)
+        if new:
+            fsync_dir(path.parent)
+    except BaseException as e:
+        if new:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        if isinstance(e, OSError):
+            raise write_failed(path, e) from e
+        raise
+
+
+def _whole_lines_size(fd: int) -> int:
+    """Bytes of an open file up to and including its last line break (0 if it has none)."""
+    pos = os.lseek(fd, 0, os.SEEK_END)
+    while pos > 0:
+        step = min(pos, 1 << 16)
+        os.lseek(fd, pos - step, os.SEEK_SET)
+        chunk = os.read(fd, step)
+        if (i := chunk.rfind(b"\n")) >= 0:
+            return pos - step + i + 1
+        pos -= step
+    return 0
+
+
+def read_appended_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of an `append_jsonl` file; a torn last line (no line break: a kill mid-append) is dropped."""
+    text = path.read_text(encoding="utf-8")
+    whole = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
 
 def read_json(path: Path) -> Any:
