@@ -15,7 +15,7 @@ LEARNING_CURVE, ECE_CURVE, RELIABILITY = "learning_curve.png", "ece_curve.png", 
 FIGURES = ((LEARNING_CURVE, "accuracy vs labels"), (ECE_CURVE, "ECE vs labels"), (RELIABILITY, "reliability diagram"))
 
 
-def _figure(width: float = 7.0, height: float = 4.5) -> Figure:
+def new_figure(width: float = 7.0, height: float = 4.5) -> Figure:
     """A matplotlib Figure on the Agg canvas (no pyplot, no display needed)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -27,7 +27,7 @@ def _figure(width: float = 7.0, height: float = 4.5) -> Figure:
 
 def plot_curve(s: dict[str, Any], key: str, path: Path, ylabel: str) -> None:
     """`key` (accuracy or ece) vs labels: mean line and mean ± std band per arm."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.subplots()
     for arm in (a for a in s["arms"] if a["rounds"]):
         x = np.array([r["labels"] for r in arm["rounds"]], dtype=float)
@@ -52,7 +52,7 @@ def plot_reliability(s: dict[str, Any], path: Path) -> None:
     arms = [a for a in s["arms"] if a["reliability"]] or [None]
     cols = min(3, len(arms))
     rows = (len(arms) + cols - 1) // cols
-    fig = _figure(4.0 * cols, 3.8 * rows)
+    fig = new_figure(4.0 * cols, 3.8 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, arm in zip(axes, arms):
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)

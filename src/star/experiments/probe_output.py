@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from star.experiments.figures import _figure
+from star.experiments.figures import new_figure
 from star.store.io import atomic_write
 
 AUROC_FIGURE, ECE_FIGURE, STRENGTH_FIGURE = "auroc_vs_labels.png", "ece_vs_labels.png", "ece_vs_strength.png"
@@ -79,7 +79,7 @@ def markdown(record: dict[str, Any]) -> str:
 
 def plot_auroc(record: dict[str, Any], path: Path) -> None:
     """AUROC vs labels: PE and ME panels, one line per score (u_base, u_full, u_full with MC)."""
-    fig = _figure(10.0, 4.2)
+    fig = new_figure(10.0, 4.2)
     x = [s["labels"] for s in record["sizes"]]
     for ax, measure in zip(fig.subplots(1, 2), ("pe", "me")):
         for (name, label), style in zip(SCORES, ("-o", "--s", ":^")):  # u_full's two often overlap: dashed, dotted
@@ -98,7 +98,7 @@ def plot_auroc(record: dict[str, Any], path: Path) -> None:
 
 def plot_ece_labels(record: dict[str, Any], path: Path) -> None:
     """Test-set ECE vs labels, one line per variant."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.subplots()
     x = [s["labels"] for s in record["sizes"]]
     for name, ys in _by_variant(record, "ece").items():
@@ -115,7 +115,7 @@ def plot_ece_labels(record: dict[str, Any], path: Path) -> None:
 def plot_ece_strength(record: dict[str, Any], path: Path) -> None:
     """Test-set ECE vs the strength of each swept term (0 = 'off'), one panel per term, one line per size."""
     terms = list(record["strengths"])
-    fig = _figure(4.5 * len(terms), 4.0)
+    fig = new_figure(4.5 * len(terms), 4.0)
     for ax, term in zip(fig.subplots(1, len(terms), squeeze=False)[0], terms):
         for s in record["sizes"]:
             rows = {r["variant"]: r for r in s["calibration"]}
