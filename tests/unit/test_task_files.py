@@ -156,9 +156,9 @@ def test_missing_path_is_a_config_error(tmp_path: Path, name: str) -> None:
         build_task(TaskConfig(name=name))
     with pytest.raises(ConfigError, match="does not exist"):
         build_task(TaskConfig(name=name, path=str(tmp_path / "absent")))
-    (tmp_path / "file.jsonl").write_text("{}\n")
-    with pytest.raises(ConfigError, match="not a folder"):
-        build_task(TaskConfig(name=name, path=str(tmp_path / "file.jsonl")))
+    (tmp_path / "file.txt").write_text("{}\n")  # a .jsonl file is data now (tests/unit/test_task_sources.py)
+    with pytest.raises(ConfigError, match="not a folder, nor a .jsonl, .json, .csv or .parquet file"):
+        build_task(TaskConfig(name=name, path=str(tmp_path / "file.txt")))
 
 
 def test_missing_split_file_is_a_data_error(tmp_path: Path) -> None:

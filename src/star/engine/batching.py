@@ -1,7 +1,8 @@
 """Token ids for (prompt, response) pairs and length-bucketed, dynamically padded batches.
 
 Prompts use the tokenizer's chat template when it has one (instruct models), else a plain
-'Question/Answer' frame. Responses end with EOS so the model learns to stop.
+'Question/Answer' frame; a task's system prompt is the template's system message (or a line
+above the frame). Responses end with EOS so the model learns to stop.
 """
 
 from __future__ import annotations
@@ -15,17 +16,24 @@ import torch
 PLAIN_FRAME = "Question: {prompt}\nAnswer: "
 
 
-def prompt_text(tokenizer, prompt: str) -> str:  # noqa: ANN001 - HF tokenizer
+def chat_messages(prompt: str, system: str | None = None) -> list[dict[str, str]]:
+    """The chat messages of one prompt: the system message (if any), then the user's."""
+    system_part = [{"role": "system", "content": system}] if system else []
+    return system_part + [{"role": "user", "content": prompt}]
+
+
+def prompt_text(tokenizer, prompt: str, system: str | None = None) -> str:  # noqa: ANN001 - HF tokenizer
     """The full prompt string the model sees before its answer."""
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}]
+        messages = chat_messages(prompt, system)
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return PLAIN_FRAME.format(prompt=prompt)
+    return (f"{system}\n\n" if system else "") + PLAIN_FRAME.format(prompt=prompt)
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], max_tokens: int) -> list[list[int]]:  # noqa: ANN001
+def encode_prompts(tokenizer, prompts: Sequence[str], max_tokens: int,  # noqa: ANN001 - HF tokenizer
+                   system: str | None = None) -> list[list[int]]:
     """Prompt ids, cut from the left to `max_tokens` so the answer cue at the end survives."""
-    texts = [prompt_text(tokenizer, p) for p in prompts]
+    texts = [prompt_text(tokenizer, p, system) for p in prompts]
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return [list(x[-max_tokens:]) for x in ids]
 

@@ -196,7 +196,7 @@ def _probe_data(config: RunConfig, task: Any, probe_set: list[Example], test: li
     loaded = load_model(config.model, config.lora, show_progress=show_progress)
     tok, cut = loaded.tokenizer, config.train.max_prompt_tokens
     def prompts(examples: list[Example]) -> list[list[int]]:
-        return encode_prompts(tok, [task.prompt(e.question) for e in examples], cut)
+        return encode_prompts(tok, [task.prompt(e.question) for e in examples], cut, system=task.system_prompt)
 
     return ProbeData(config, task, loaded, probe_set, prompts(probe_set), test, prompts(test), show_progress)
 
@@ -205,7 +205,8 @@ def train_live(data: ProbeData, labelled: list[Example], size: int, training: tu
     """A fresh adapter (seeded by size) trained on `labelled` with (weight_decay_b, b_penalty); what training did."""
     cfg, tok, model = data.config, data.loaded.tokenizer, data.loaded.model
     reset_adapter(model, derive_seed(cfg.seed, size, "init"))
-    prompts = encode_prompts(tok, [data.task.prompt(e.question) for e in labelled], cfg.train.max_prompt_tokens)
+    prompts = encode_prompts(tok, [data.task.prompt(e.question) for e in labelled], cfg.train.max_prompt_tokens,
+                             system=data.task.system_prompt)
     responses = encode_responses(tok, [data.task.target(e.answer or "") for e in labelled], cfg.train.max_answer_tokens)
     train = cfg.train.model_copy(update={"weight_decay_b": training[0], "b_penalty": training[1]})
     stats = train_adapter(model, prompts, responses, data.pad_id, train, derive_seed(cfg.seed, size, "train"),

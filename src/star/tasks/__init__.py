@@ -24,12 +24,18 @@ TASKS: dict[str, TaskFactory] = {
 
 
 def build_task(config: TaskConfig) -> Task:
-    """The task named by `config.name`, configured."""
+    """The task named by `config.name`, configured (with `task.system_prompt`, if set)."""
     try:
         factory = TASKS[config.name]
     except KeyError:
         raise ConfigError(f"task.name={config.name!r} is not a known task", hint=f"choose one of {sorted(TASKS)}") from None
-    return factory(config)
+    unread = [f"task.{k}" for k in ("hub", "prompt_template") if config.name == "arithmetic" and getattr(config, k)]
+    if unread:
+        raise ConfigError(f"{' and '.join(unread)} need a task that reads data; task.name='arithmetic' makes its own",
+                          hint="set task.name to jsonl (or gsm8k, boolq, obqa) with task.path or task.hub")
+    task = factory(config)
+    task.system_prompt = config.system_prompt or None
+    return task
 
 
 __all__ = ["AnswerType", "Example", "Task", "TASKS", "build_task"]

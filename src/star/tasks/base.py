@@ -31,6 +31,8 @@ class Task(ABC):
     answer_type: AnswerType = "text"
     #: The closed set of canonical answers (e.g. ("true", "false") or ("A", "B", "C", "D")).
     choices: tuple[str, ...] | None = None
+    #: The system message put before every prompt (`task.system_prompt`; star.engine.batching), if any.
+    system_prompt: str | None = None
 
     @abstractmethod
     def load(self, split: Split) -> list[Example]:

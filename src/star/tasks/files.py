@@ -1,7 +1,8 @@
 """Task data on disk: robust JSON-lines reading, seeded caps, and the base of file-backed tasks.
 
-Every problem with a data file raises one `DataError` naming the file, the line and the fix,
-so a bad dataset fails before any model is loaded.
+Every problem with a data file raises one `DataError` naming the file, the line (or row) and the fix,
+so a bad dataset fails before any model is loaded. Where the rows come from (files of other types,
+save_to_disk folders, the Hub) is star.tasks.sources.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from star.config import TaskConfig
-from star.errors import ConfigError, DataError
+from star.errors import DataError
 from star.store.io import MAX_LINE_BYTES, LineTooLong, capped_lines
 from star.tasks.base import Example, Split, Task
+from star.tasks.sources import Rows, Source, SplitRef, hold_out
+from star.tasks.tables import text_value
+from star.tasks.template import PromptTemplate
 
-#: The file each split is read from, inside `task.path`.
+#: The file each split is read from, inside a `task.path` folder, by default (see star.tasks.sources).
 SPLIT_FILES: dict[str, str] = {"pool": "train.jsonl", "test": "test.jsonl"}
-_EXAMPLE_FOLDERS = {"gsm8k": "GSM8K", "boolq": "BoolQ", "obqa": "OBQA"}
 _FORMAT_HINT = 'each line must be one JSON object such as {"question": "...", "answer": "..."}'
 
 T = TypeVar("T")
@@ -49,23 +52,23 @@ def _parse(path: Path, number: int, text: str) -> dict[str, Any]:
     return record
 
 
-def _check_fields(path: Path, number: int, record: dict[str, Any], required: Sequence[str]) -> None:
-    """Each required field must be present and a non-empty string."""
+def check_fields(where: str, record: dict[str, Any], required: Sequence[str]) -> None:
+    """Each required field must be present and a non-empty string; `where` ('file:line') prefixes the error."""
     for name in required:
         if name not in record:
             found = ", ".join(sorted(record)) or "none"
             raise DataError(
-                f"{path}:{number}: missing field {name!r} (fields found: {found})",
+                f"{where}: missing field {name!r} (fields found: {found})",
                 hint=f"add a {name!r} string to every line, or point the task at the field that holds it",
             )
         value = record[name]
         if not isinstance(value, str):
             raise DataError(
-                f"{path}:{number}: field {name!r} must be a string, got {type(value).__name__} {value!r:.60}",
+                f"{where}: field {name!r} must be a string, got {type(value).__name__} {value!r:.60}",
                 hint=f'make it a JSON string, e.g. "{name}": "{str(value)[:40]}"',
             )
         if not value.strip():
-            raise DataError(f"{path}:{number}: field {name!r} is empty", hint="fill it in or remove the line")
+            raise DataError(f"{where}: field {name!r} is empty", hint="fill it in or remove the line")
 
 
 def _raw_lines(path: Path) -> list[tuple[int, bytes]]:
@@ -96,7 +99,7 @@ def read_records(path: str | Path, required_fields: Sequence[str] = ()) -> list[
         if not text.strip():
             continue
         record = _parse(p, number, text)
-        _check_fields(p, number, record, required_fields)
+        check_fields(f"{p}:{number}", record, required_fields)
         records.append((number, record))
     if not records:
         raise DataError(f"data file {p} is empty (no records)", hint=_FORMAT_HINT)
@@ -111,62 +114,72 @@ def sample_split(records: Sequence[T], n: int, seed: int) -> list[T]:
     return [records[i] for i in keep]
 
 
-def data_folder(config: TaskConfig) -> Path:
-    """`task.path` as an existing folder, or a ConfigError saying how to set it."""
-    folder_name = _EXAMPLE_FOLDERS.get(config.name, "my_data")
-    fix = f"set it to the folder with train.jsonl and test.jsonl, e.g. task.path=../shared/datasets/{folder_name}"
-    if not config.path:
-        raise ConfigError(f"task.name={config.name!r} needs task.path", hint=fix)
-    folder = Path(config.path).expanduser()
-    if not folder.exists():
-        raise ConfigError(f"task.path={config.path!r} does not exist", hint=fix)
-    if not folder.is_dir():
-        raise ConfigError(f"task.path={config.path!r} is not a folder", hint=fix)
-    return folder
-
-
 class FileTask(Task):
-    """A task read from `<task.path>/train.jsonl` (the pool) and `<task.path>/test.jsonl` (the test set).
+    """A task whose data is read from `task.path` or `task.hub` (star.tasks.sources): a pool and a test split.
 
-    Sizes are caps applied by `sample_split` with `task.seed`; every label of a file is checked
-    with `check_label` at load so a bad answer is reported with its file and line.
+    Sizes are caps applied by `sample_split` with `task.seed` (a held-out test set is exactly
+    `task.test_size` rows); every row is checked at load (fields, `task.prompt_template`,
+    `check_label`), so a bad one is reported with its file and line or row.
     """
 
     id_prefix: str = "task"
 
     def __init__(self, config: TaskConfig) -> None:
-        self.folder = data_folder(config)
+        self.source = Source(config)
         self.sizes = {"pool": config.pool_size, "test": config.test_size}
         self.seed = config.seed
-        self.question_field = "question"
-        self.answer_field = "answer"
+        self.question_field = config.question_field
+        self.answer_field = config.answer_field
+        self.template = PromptTemplate(config.prompt_template) if config.prompt_template else None
         self._cache: dict[str, list[Example]] = {}
-
-    def split_path(self, split: Split) -> Path:
-        """The file a split is read from."""
-        return self.folder / SPLIT_FILES[split]
 
     def load(self, split: Split) -> list[Example]:
         if split not in self._cache:
-            self._cache[split] = self._read(split)
+            pool_ref, test_ref = self.source.splits()
+            if test_ref is None:
+                test, rest = hold_out(self._read(pool_ref), self.sizes["test"], self.seed, pool_ref.label)
+                self._cache.update(pool=sample_split(rest, self.sizes["pool"], self.seed), test=test)
+            else:
+                ref = pool_ref if split == "pool" else test_ref
+                self._cache[split] = sample_split(self._read(ref), self.sizes[split], self.seed)
         return list(self._cache[split])
 
-    def _read(self, split: Split) -> list[Example]:
-        """All examples of a split's file, labels validated, then capped."""
-        path = self.split_path(split)
-        stem = Path(SPLIT_FILES[split]).stem
-        examples = []
-        for number, record in read_records(path, [self.question_field, self.answer_field]):
-            answer = record[self.answer_field]
-            problem = self.check_label(answer)
-            if problem is not None:
-                raise DataError(
-                    f"{path}:{number}: field {self.answer_field!r} = {answer!r:.80} is not a valid {self.name} answer: {problem}",
-                    hint=self.label_hint(),
-                )
-            meta = {"line": number, "file": str(path)}
-            examples.append(Example(f"{self.id_prefix}-{stem}-{number}", record[self.question_field], answer, meta))
-        return sample_split(examples, self.sizes[split], self.seed)
+    def _rows(self, ref: SplitRef) -> Rows:
+        """The split's rows; JSON lines are read here, each line checked as it is read."""
+        if ref.kind != "jsonl":
+            return self.source.rows(ref)
+        required = [self.answer_field] if self.template else [self.question_field, self.answer_field]
+        return Rows(ref, read_records(ref.location, required), typed=False)
+
+    def _read(self, ref: SplitRef) -> list[Example]:
+        """All examples of a split, fields and labels validated, in file order."""
+        rows = self._rows(ref)
+        return [self._example(rows, number, record) for number, record in rows.records]
+
+    def _texts(self, where: str, record: dict[str, Any], typed: bool) -> tuple[str, str]:
+        """(question, answer) of one row: the question from `task.prompt_template` or the question field."""
+        fields = [self.answer_field] if self.template else [self.question_field, self.answer_field]
+        if typed:
+            options = {self.question_field: "task.question_field", self.answer_field: "task.answer_field"}
+            values = {name: text_value(where, record, name, options[name]) for name in fields}
+        else:
+            check_fields(where, record, fields)
+            values = {name: record[name] for name in fields}
+        question = self.template.render(record, where) if self.template else values[self.question_field]
+        return question, values[self.answer_field]
+
+    def _example(self, rows: Rows, number: int, record: dict[str, Any]) -> Example:
+        """One row as an Example with id '<prefix>-<stem>-<line or row>', its label checked."""
+        where = rows.at(number)
+        question, answer = self._texts(where, record, rows.typed)
+        problem = self.check_label(answer)
+        if problem is not None:
+            raise DataError(
+                f"{where}: field {self.answer_field!r} = {answer!r:.80} is not a valid {self.name} answer: {problem}",
+                hint=self.label_hint(),
+            )
+        meta = {"line" if rows.ref.by_line else "row": number, "file": rows.ref.label}
+        return Example(f"{self.id_prefix}-{rows.ref.stem}-{number}", question, answer, meta)
 
     def label_hint(self) -> str:
         """How to fix a label that `check_label` rejects."""

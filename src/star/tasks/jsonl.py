@@ -1,4 +1,5 @@
-"""Any JSON-lines dataset: `task.question_field`, `task.answer_field`, graded by `task.answer_type`.
+"""Your own data (JSON lines, or any source star.tasks.sources reads): `task.question_field` (or
+`task.prompt_template`) and `task.answer_field`, graded by `task.answer_type`.
 
 - number: GSM8K rules (labels '... #### N' or 'N'; targets end 'The final answer is N').
 - choice: the target is the canonical choice; extraction finds a choice as a whole word,
@@ -26,15 +27,10 @@ def normalize_text(text: str) -> str:
 
 
 class JsonlTask(FileTask):
-    """Common part of the generic JSON-lines tasks: configurable fields, ids 'jsonl-<file>-<line>'."""
+    """Common part of the generic tasks: fields from the config (FileTask), ids 'jsonl-<file>-<line>'."""
 
     name = "jsonl"
     id_prefix = "jsonl"
-
-    def __init__(self, config: TaskConfig) -> None:
-        super().__init__(config)
-        self.question_field = config.question_field
-        self.answer_field = config.answer_field
 
     def label_hint(self) -> str:
         return f"fix field {self.answer_field!r} on that line, or check task.answer_field / task.answer_type"
