@@ -1,1 +1,1 @@
-"""Layer 4, who labels: the oracle, people (query and answer files, the page's server); never imports engine."""
+"""Layer 4, who labels: the oracle, people (query and answer files, the page's server), LLM annotators; never imports engine."""

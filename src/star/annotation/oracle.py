@@ -25,6 +25,7 @@ class Oracle:
         self._answers = {e.id: e.answer for e in examples}
         self.reads = 0
         self.peeks = 0
+        self.audits = 0
 
     def annotate(self, ids: Sequence[str], store: LabelStore, round_index: int) -> list[Label]:
         """Label every id not yet in the store, committing each label in its own transaction."""
@@ -46,3 +47,11 @@ class Oracle:
         """Gold answers for `gold`-response scoring; counted apart from acquisitions."""
         self.peeks += len(ids)
         return [self._answers[i] for i in ids]
+
+    def gold(self, ids: Sequence[str]) -> list[str | None]:
+        """Gold answers to grade another annotator's committed labels (its agreement metric), None where unknown.
+
+        Counted in `audits`, apart from `reads` (labels handed out) and `peeks` (gold read for scoring).
+        """
+        self.audits += len(ids)
+        return [self._answers.get(i) for i in ids]

@@ -9,6 +9,8 @@
     DIR/round-<t>/manifest.json  size and SHA-256 of the round's files (and of base_scores.jsonl) as written
     DIR/round-<t>/metrics.json   written last: round t is finished when it and every recorded file are whole
     DIR/run.lock                 held by the one process writing the run (store/lock.py)
+    DIR/llm_annotations.jsonl    al.annotator=llm: one line per request, appended (annotation/llm_ledger.py)
+    DIR/tracking.json            the experiment trackers' run ids and last round sent (star.tracking)
 
 Every file is written atomically (store/io.py). A round's manifest is updated after its
 selection is written (`write_scores`) and once more before metrics.json (`seal_round`), so a
@@ -54,6 +56,8 @@ class RunDir:
     base_scores_path = property(lambda self: self.path / "base_scores.jsonl")
     log_path = property(lambda self: self.path / "log.txt")
     lock_path = property(lambda self: self.path / "run.lock")
+    tracking_path = property(lambda self: self.path / "tracking.json")  # the tracker runs' ids (star.tracking)
+    llm_ledger_path = property(lambda self: self.path / "llm_annotations.jsonl")  # the LLM annotator's requests
 
     def round_dir(self, t: int) -> Path:
         return self.path / f"round-{t}"
