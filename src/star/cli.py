@@ -7,11 +7,13 @@ from typing import NoReturn, Optional
 
 import typer
 
+from star.cli_labelstudio import labelstudio_app
 from star.errors import ConfigError, RunInterrupted, StarError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="STAR: active learning with dynamic uncertainty and constraint LoRA.")
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+app.add_typer(labelstudio_app, name="labelstudio")  # star labelstudio export|import|push|pull
 
 
 def overrides_from_args(args: list[str]) -> list[str]:

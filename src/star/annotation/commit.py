@@ -95,13 +95,24 @@ def import_labels(run_dir: str | Path, file: str | Path, annotator: str = DEFAUL
     if (problem := annotator_problem(annotator)) is not None:
         raise DataError(problem, hint="pass --annotator NAME")
     rows, problems = read_answers(file)
-    _check_rows(open_.task, rows, problems, f"give the id of an item in {open_.query_path}",
-                _queried_unlabelled(open_, open_.labels()), answer_suffix=", or remove the line to answer it later")
+    check_import(open_, rows, problems, open_.labels())
     who = _one_annotator(rows, annotator, problems)
     problems.raise_if_any()
+    return commit_import(open_, rows, who)
+
+
+def check_import(open_: OpenRound, rows: Sequence[AnswerRow], problems: Problems, labelled: dict[str, Label],
+                 answer_suffix: str = ", or remove the line to answer it later") -> None:
+    """`star label`'s checks of rows for the open round (from a file or Label Studio): add each row's first problem."""
+    _check_rows(open_.task, rows, problems, f"give the id of an item in {open_.query_path}",
+                _queried_unlabelled(open_, labelled), answer_suffix=answer_suffix)
+
+
+def commit_import(open_: OpenRound, rows: Sequence[AnswerRow], annotator: str) -> int:
+    """Commit checked rows to the open round in one transaction (all or none); return how many."""
     store = LabelStore(open_.run.labels_path)
     try:
-        store.add_many([(r.id, r.answer) for r in rows], who, open_.index)
+        store.add_many([(r.id, r.answer) for r in rows], annotator, open_.index)
     finally:
         store.close()
     return len(rows)
