@@ -1,4 +1,9 @@
-"""Batched greedy generation with a KV cache that stops each row once its answer is complete."""
+"""Batched greedy generation with a KV cache that stops each row once its answer is complete.
+
+With `stats=True` it also scores each answer while decoding: PE = -sum log p(token) and ME = sum of the
+step entropies, from the LM head's own logits at every step (what a teacher-forced pass over the same ids
+computes, in the same fp32 statistics), so the deterministic scores of a greedy answer need no second forward.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,24 @@ from torch import nn
 from transformers import LogitsProcessorList
 
 from star.engine.batching import length_batches
+from star.engine.forward import decoder_and_head, token_stats
 from star.parallel import zero3
 from star.parallel.distributed import Dist
 
 
 @dataclass
 class Generation:
-    """One greedy answer: its text, token ids (EOS included when produced) and their log-probs."""
+    """One greedy answer: its text, token ids (EOS included when produced) and their log-probs.
+
+    pe, me: PE and ME of exactly `token_ids` from the decoding's own step logits (`stats=True`); None when
+    not recorded (stats off, an empty answer, or a model whose LM head is not exposed).
+    """
 
     text: str
     token_ids: list[int]
     logprobs: list[float]
+    pe: float | None = None
+    me: float | None = None
 
 
 class _AnswerComplete:
@@ -60,6 +72,54 @@ class _StepLogprobs:
         return torch.where(new == self.pad_id, pad, top) - lse
 
 
+class _StepStats:
+    """Logits processor + LM-head hook: per greedy step, log p(greedy token), log p(pad) and the entropy, (B,) each.
+
+    They come from the head's output (the logits a teacher-forced pass takes, before any generation-config
+    processor such as a repetition penalty) through `forward.token_stats` (fp32, autocast off). The
+    token chosen is the argmax of the processed scores (this processor runs last and changes nothing),
+    or the pad token for a row already finished; `per_token` picks the right one once the ids are known.
+    """
+
+    def __init__(self, head: nn.Module, pad_id: int) -> None:
+        self.pad_id, self.logits, self.steps, self.complete = pad_id, None, [], True
+        self.handle = head.register_forward_hook(self._keep)
+
+    def _keep(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self.logits = output[:, -1] if isinstance(output, torch.Tensor) and output.dim() == 3 else None  # (B, V)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        raw, self.logits = self.logits, None
+        if raw is None or raw.shape != scores.shape:  # the head did not run as expected: no fused statistics
+            self.complete = False
+            return scores
+        top = scores.argmax(-1)  # (B,) HF's greedy choice
+        lp_top, ent = token_stats(raw, top)  # (B,) each, fp32
+        gap = raw[:, self.pad_id].float() - raw.gather(1, top.unsqueeze(1)).squeeze(1).float()  # (B,) logit(pad) - logit(top)
+        self.steps.append(torch.stack([lp_top, lp_top + gap, ent]))  # (3, B)
+        return scores
+
+    def per_token(self, new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """log p and entropy (B, t) of the generated tokens `new` (B, t); None if a step went unrecorded."""
+        if not self.complete or len(self.steps) < new.shape[1]:
+            return None
+        if new.shape[1] == 0:
+            return torch.zeros(new.shape), torch.zeros(new.shape)
+        top, pad, ent = torch.stack(self.steps[: new.shape[1]], dim=2).cpu()  # each (B, t)
+        return torch.where(new == self.pad_id, pad, top), ent
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+def _fused(steps: tuple[torch.Tensor, torch.Tensor] | None, row: int, length: int) -> tuple[float | None, float | None]:
+    """(PE, ME) of a row's first `length` tokens from its step statistics; (None, None) without them."""
+    if steps is None or length == 0:
+        return None, None
+    logp, ent = steps[0][row, :length].double(), steps[1][row, :length].double()  # (length,) each
+    return float(-logp.sum()), float(ent.sum())
+
+
 def _left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # (B, P)
@@ -82,8 +142,9 @@ def _trim(ids: list[int], logprobs: list[float], eos_id: int, pad_id: int) -> tu
 
 
 def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,  # noqa: ANN001
-                   is_complete: Callable[[str], bool] | None = None, synced: bool = False) -> list[Generation]:
-    """Greedy answers for one batch of prompt ids.
+                   is_complete: Callable[[str], bool] | None = None, synced: bool = False,
+                   stats: bool = False) -> list[Generation]:
+    """Greedy answers for one batch of prompt ids; `stats`: with their PE and ME (`Generation.pe`, `.me`).
 
     `synced`: with sharded parameters (FSDP, ZeRO-3), every process keeps stepping until all are done.
     """
@@ -92,32 +153,41 @@ def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], ma
     ids, mask = _left_pad(prompts, pad_id)  # (B, P) each
     stop = [] if is_complete is None else [_AnswerComplete(tokenizer, ids.shape[1], is_complete)]
     record = _StepLogprobs(pad_id)
-    with zero3.inference(model):
-        out = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-            do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
-            pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, stopping_criteria=stop,
-            logits_processor=LogitsProcessorList([record]), synced_gpus=synced,
-        )  # (B, P + t)
-        new = out[:, ids.shape[1] :].cpu()  # (B, t)
-        logp = record.logprobs(new)  # (B, t)
+    parts = decoder_and_head(model) if stats else None
+    fused = _StepStats(parts[1], pad_id) if parts is not None else None
+    try:
+        with zero3.inference(model):
+            out = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
+                pad_token_id=pad_id, eos_token_id=tokenizer.eos_token_id, stopping_criteria=stop,
+                logits_processor=LogitsProcessorList([record] + ([fused] if fused else [])), synced_gpus=synced,
+            )  # (B, P + t)
+            new = out[:, ids.shape[1] :].cpu()  # (B, t)
+            logp = record.logprobs(new)  # (B, t)
+    finally:
+        if fused is not None:
+            fused.close()
+    steps = fused.per_token(new) if fused is not None else None  # (B, t) log p and entropy, or None
     results = []
     for row in range(new.shape[0]):
         token_ids, lps = _trim(new[row].tolist(), logp[row].tolist(), tokenizer.eos_token_id, pad_id)
-        results.append(Generation(tokenizer.decode(token_ids, skip_special_tokens=True), token_ids, lps))
+        pe, me = _fused(steps, row, len(token_ids))  # the trimmed ids are a prefix of the row's steps
+        results.append(Generation(tokenizer.decode(token_ids, skip_special_tokens=True), token_ids, lps, pe, me))
     return results
 
 
 def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,  # noqa: ANN001
              is_complete: Callable[[str], bool] | None = None, desc: str = "generate",
-             show_progress: bool = True, *, dist: Dist = Dist()) -> list[Generation]:
-    """Greedy answers for all prompts, length-bucketed into batches, in input order.
+             show_progress: bool = True, *, dist: Dist = Dist(), stats: bool = False) -> list[Generation]:
+    """Greedy answers for all prompts, length-bucketed into batches, in input order (`stats`: with PE and ME).
 
     Whole batches are shared out across `dist`'s processes in a multi-process run and gathered back.
     """
     batches = list(length_batches([len(p) for p in prompts], batch_size))
     return dist.map_batches(batches, lambda batch: generate_batch(model, tokenizer, [prompts[i] for i in batch],
-                                                                  max_new_tokens, is_complete, synced=dist.sharded),
+                                                                  max_new_tokens, is_complete, synced=dist.sharded,
+                                                                  stats=stats),
                             desc, show_progress)
 
 

@@ -4,11 +4,13 @@ Output arrays: pe, me of shape (n, K) for n pool examples and K passes: K > 1 ru
 LoRA dropout on (MC dropout), K = 1 one deterministic pass. Each example's dropout masks come
 from its own seed (`seeded_dropout`), so scores do not depend on batching or processes.
 Closed tasks: log p(option | prompt) of every answer option (`option_logprobs`, shared prefix).
+Greedy answers, one deterministic pass: `greedy_uncertainty` takes PE/ME from the generation pass itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,10 +21,13 @@ from star.al.uncertainty import Uncertainty, option_uncertainty
 from star.engine.adapter import mc_dropout
 from star.engine.batching import collate_pairs, length_batches
 from star.engine.forward import sequence_scores
+from star.engine.generation import generate
 from star.engine.options import prefix_option_batch, supports_shared_prefix
 from star.engine.seeded_dropout import row_seeds
 from star.parallel import zero3
 from star.parallel.distributed import Dist
+
+log = logging.getLogger(__name__)
 
 
 def _score_batch(model: nn.Module, idx: list[int], prompts: Sequence[list[int]], responses: Sequence[list[int]],
@@ -121,3 +126,29 @@ def score_options(model: nn.Module, prompts: Sequence[list[int]], options: Seque
     """`option_uncertainty` of each prompt over the C answer options (token ids of each option's target)."""
     return option_uncertainty(option_logprobs(model, prompts, options, pad_id, batch_size, passes, seed, desc,
                                               show_progress, dist=dist))
+
+
+def greedy_uncertainty(model: nn.Module, tokenizer, prompts: Sequence[list[int]], pad_id: int,
+                       max_new_tokens: int, batch_size: int, is_complete: Callable[[str], bool] | None = None,
+                       desc: str = "pool", show_progress: bool = True, *, dist: Dist = Dist()) -> Uncertainty:
+    """PE/ME (n, 1) of each prompt's greedy answer, deterministic (eval mode, no dropout), as `score_pairs`
+    gives for the answer's ids (EOS alone for an empty answer) with `passes=1`.
+
+    The values come from the generation pass's own step logits: no second forward. Only answers whose
+    statistics were not recorded (an empty answer, a model whose LM head is not exposed) are scored by
+    a teacher-forced pass; that set is the same on every process, since generations are gathered.
+    """
+    with mc_dropout(model, enabled=False):
+        gens = generate(model, tokenizer, prompts, max_new_tokens, batch_size, is_complete, desc=f"generate ({desc})",
+                        show_progress=show_progress, dist=dist, stats=True)
+    pe = np.array([np.nan if g.pe is None else g.pe for g in gens], dtype=np.float64)  # (n,)
+    me = np.array([np.nan if g.me is None else g.me for g in gens], dtype=np.float64)  # (n,)
+    redo = [i for i, g in enumerate(gens) if g.pe is None or g.me is None]
+    if redo:
+        log.info("%d of %d greedy answers scored by a second, teacher-forced pass (no step statistics: an empty "
+                 "answer, or no LM head to read)", len(redo), len(gens))
+        eos = tokenizer.eos_token_id
+        forced = score_pairs(model, [prompts[i] for i in redo], [gens[i].token_ids or [eos] for i in redo], pad_id,
+                             batch_size, desc=f"score ({desc})", show_progress=show_progress, dist=dist)
+        pe[redo], me[redo] = forced.pe[:, 0], forced.me[:, 0]
+    return Uncertainty(pe[:, None], me[:, None])
