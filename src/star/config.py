@@ -3,12 +3,17 @@
 Every section is a pydantic model with `extra="forbid"`, so an unknown option is an error.
 `load_config` collects *every* problem and raises one ConfigError naming each field,
 its value and the fix, before any model is loaded.
+
+Size: over 350 lines, because every section of the run's config (model, task, al, lora, train,
+eval, llm_annotator, ...) is one validated model here, and the README's reference is generated from it.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import re
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +35,9 @@ from star.errors import ConfigError, PoolExhaustedError
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 #: Names `al.annotator` accepts. The annotators live above this layer (star.annotation.registry);
 #: tests/unit/test_config.py pins this tuple to that registry.
-ANNOTATOR_NAMES = ("oracle", "human")
+ANNOTATOR_NAMES = ("oracle", "human", "llm")
+#: Names `tracking.log_with` accepts: accelerate's trackers that star.tracking drives (a test pins the two).
+TRACKER_NAMES = ("tensorboard", "mlflow", "wandb")
 
 
 class _Section(BaseModel):
@@ -51,13 +58,26 @@ class TaskConfig(_Section):
     """Which task, where its data lives, and how much of it to use."""
 
     name: Literal["arithmetic", "gsm8k", "boolq", "obqa", "jsonl"] = Field("arithmetic", description="arithmetic (built-in), gsm8k, boolq, obqa or jsonl (your own file).")
-    path: str | None = Field(None, description="Folder with train.jsonl/test.jsonl (gsm8k, boolq, obqa, jsonl).")
+    path: str | None = Field(None, description="Your data (gsm8k, boolq, obqa, jsonl): a folder with train and test files"
+                             " (.jsonl, .json, .csv or .parquet), one such file, or a folder written by save_to_disk.")
+    hub: str | None = Field(None, description="A Hugging Face Hub dataset instead of task.path (needs a network, or"
+                            " HF_HUB_OFFLINE=1 and a cached copy; pip install \"star-al[data]\").")
+    hub_config: str | None = Field(None, description="task.hub: the dataset's configuration (subset), if it has several.")
+    pool_split: str = Field("train", description="Split of the pool: of a save_to_disk DatasetDict or task.hub, or"
+                            " the file name SPLIT.EXT in a folder.")
+    test_split: str | None = Field(None, description="Split of the test set; null: 'test' if there is one, else"
+                                   " task.test_size rows held out of the pool (seeded, never in the pool).")
     pool_size: int = Field(160, ge=1, description="Unlabelled pool size (a seeded sample of the train split).")
-    test_size: int = Field(40, ge=1, description="Test examples evaluated after every round (a cap).")
+    test_size: int = Field(40, ge=1, description="Test examples evaluated after every round (a cap; rows held out"
+                           " of the pool when the data has no test split).")
     seed: int = Field(0, description="Seed of data generation and sub-sampling.")
     max_steps: int = Field(4, ge=1, le=8, description="arithmetic: most operations in a problem.")
-    question_field: str = Field("question", description="jsonl: field holding the question.")
-    answer_field: str = Field("answer", description="jsonl: field holding the answer.")
+    question_field: str = Field("question", description="File tasks: field (column) holding the question.")
+    answer_field: str = Field("answer", description="File tasks: field (column) holding the answer.")
+    prompt_template: str | None = Field(None, description="File tasks: the question built from a row's columns instead"
+                                        " of question_field, e.g. 'Passage: {passage}\\nQuestion: {question}'.")
+    system_prompt: str | None = Field(None, description="System message before every prompt, through the model's chat"
+                                      " template (no template: a line above the prompt).")
     answer_type: Literal["number", "choice", "text"] = Field("text", description="jsonl: how answers are compared.")
     choices: list[str] | None = Field(None, description="jsonl with answer_type=choice: the allowed answers.")
 
@@ -83,8 +103,12 @@ class ActiveLearningConfig(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "fp32", description="Pool generation and scoring matmuls: fp32, bf16 autocast (~2x faster on a CPU with"
                             " AVX512-BF16, but greedy answers, hence selections, can change), or auto (bf16 where fast).")
+    score_from_generation: bool = Field(True, description="One deterministic pass (the base model, or"
+                                        " al.mc_dropout off): PE/ME from the greedy generation's own logits, no"
+                                        " second forward (equal within float rounding); false: a teacher-forced pass.")
 
-    annotator: str = Field("oracle", description="Who labels: oracle (simulation, the dataset's labels) or human.")
+    annotator: str = Field("oracle", description="Who labels: oracle (simulation, the dataset's labels), human, or llm"
+                                                   " (a larger LLM drafts them: section llm_annotator).")
 
     @field_validator("annotator", "strategy", "schedule")
     @classmethod
@@ -161,6 +185,114 @@ class EvalConfig(_Section):
         return self.mode
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking through accelerate's trackers (main process only; star.tracking)."""
+
+    log_with: list[str] = Field(default_factory=list, description="Trackers: tensorboard, mlflow, wandb (a list, or"
+                                " comma-separated); none by default. Needs pip install \"star-al[tracking]\".")
+    project: str = Field("star", min_length=1, description="W&B project and MLflow experiment name.")
+    run_name: str | None = Field(None, description="The tracker run's name; default: output_dir.")
+    logging_dir: str | None = Field(None, description="Folder of the trackers' local files (TensorBoard events, W&B"
+                                    " files, the default MLflow store); default: the run directory's tracking/ folder.")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow store (http://server, sqlite:///file.db,"
+                                            " file:DIR); default: $MLFLOW_TRACKING_URI, else logging_dir/mlruns.")
+    wandb_entity: str | None = Field(None, description="W&B team or user; default: $WANDB_ENTITY or your own.")
+
+    @field_validator("log_with", mode="before")
+    @classmethod
+    def _listed(cls, v: Any) -> Any:
+        """A single name or 'a,b' (as typed on the command line) is a list of names."""
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @field_validator("log_with")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        """Every name is a tracker star drives; repeats dropped."""
+        unknown = [name for name in v if name not in TRACKER_NAMES]
+        if unknown:
+            raise ValueError(f"unknown tracker {', '.join(map(repr, unknown))}; choose from {', '.join(TRACKER_NAMES)}")
+        return list(dict.fromkeys(v))
+
+
+DEFAULT_LLM_SYSTEM = ("You label examples for training a smaller model. Answer the question correctly and"
+                      " in the requested format.")
+_PROMPT_FIELDS = ("question", "instruction")
+
+
+class LLMAnnotatorConfig(_Section):
+    """al.annotator=llm: a larger LLM drafts the labels (a local model, or an OpenAI-compatible endpoint)."""
+
+    backend: Literal["local", "openai"] = Field(
+        "local", description="local: a Hugging Face model or folder, loaded with transformers; openai: an"
+                             " OpenAI-compatible chat-completions endpoint (vLLM, TGI, llama.cpp server, Ollama, OpenAI).")
+    model: str = Field(DEFAULT_MODEL, description="local: HF model id, folder or 'embedded:smollm2-135m-instruct';"
+                                                  " openai: the model name the endpoint serves.")
+    base_url: str | None = Field(None, description="openai (required): the API root, e.g. http://localhost:8000/v1.")
+    api_key_env: str | None = Field(None, description="openai: environment variable holding the API key (read at"
+                                                      " run time, never stored); null: send no key.")
+    system_prompt: str = Field(DEFAULT_LLM_SYSTEM, description="System message ('' for none).")
+    prompt: str = Field("{question}\n\n{instruction}", description="User message: {question} is the pool question,"
+                                                                   " {instruction} the task's answer format.")
+    max_new_tokens: int = Field(256, ge=1, description="Most tokens of one reply.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0: greedy; local: 0 only).")
+    batch_size: int = Field(8, ge=1, description="local: questions generated together (their labels are committed as"
+                                                 " the batch ends); openai asks one at a time.")
+    answer_retries: int = Field(2, ge=0, description="Asks again, with the problem explained, when a reply holds no"
+                                                     " valid answer; then the fallback labels it.")
+    fallback: Literal["human", "oracle"] = Field(
+        "human", description="Who labels what the LLM could not: human (the run stops for `star label` / `star"
+                             " annotate`) or oracle (simulation: the gold label, recorded as oracle).")
+    keep_reasoning: bool = Field(True, description="Number tasks: keep the reply's worked reasoning before '#### N'"
+                                                   " in the label (as GSM8K's labels); false: '#### N' only.")
+    max_retries: int = Field(5, ge=0, description="openai: retries of a request after 429, 5xx, a timeout or a"
+                                                  " refused connection.")
+    backoff: float = Field(1.0, ge=0.0, description="openai: seconds before the first retry, doubled each time.")
+    timeout: float = Field(60.0, gt=0.0, description="openai: seconds to wait for one response.")
+    price_prompt_per_1k: float | None = Field(None, ge=0.0, description="Price per 1,000 prompt tokens (cost in"
+                                                                        " metrics and the ledger; null: none).")
+    price_completion_per_1k: float | None = Field(None, ge=0.0, description="Price per 1,000 completion tokens.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        """The template must name {question} and no placeholder other than {question} and {instruction}."""
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as e:
+            raise ValueError(f"{e}; write a literal brace as {{{{ or }}}}") from None
+        unknown = sorted(fields - set(_PROMPT_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {', '.join('{' + f + '}' for f in unknown)}; use {{question}}"
+                             " and {instruction}, and write a literal brace as {{ or }}")
+        if "question" not in fields:
+            raise ValueError("the template must hold {question}, where the pool question goes")
+        return v
+
+    @model_validator(mode="after")
+    def _backend_options(self) -> LLMAnnotatorConfig:
+        """base_url for openai only (and required there); a variable's name in api_key_env; greedy local decoding."""
+        if self.api_key_env is not None and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.api_key_env) is None:
+            # a model-level error: the message does not echo the value, which may be a key pasted by mistake
+            raise ValueError("api_key_env must be the name of an environment variable (e.g. OPENAI_API_KEY), never"
+                             " the key itself")
+        if self.backend == "openai":
+            if not self.base_url:
+                raise ValueError("backend=openai needs base_url, the API root (e.g. http://localhost:8000/v1)")
+            if not self.base_url.startswith(("http://", "https://")):
+                raise ValueError(f"base_url={self.base_url!r} must start with http:// or https://")
+            return self
+        for name in ("base_url", "api_key_env"):
+            if getattr(self, name) is not None:
+                raise ValueError(f"{name} is used only with backend=openai; remove it or set backend=openai")
+        if self.temperature != 0:
+            raise ValueError("backend=local decodes greedily; set temperature=0")
+        return self
+
+
 class RunConfig(_Section):
     """A whole experiment. `output_dir` receives config.yaml, rounds, labels and adapters."""
 
@@ -172,6 +304,8 @@ class RunConfig(_Section):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    llm_annotator: LLMAnnotatorConfig = Field(default_factory=LLMAnnotatorConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @model_validator(mode="after")
     def _check_budget(self) -> "RunConfig":
@@ -281,7 +415,7 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
 # behaviour before them. A stored config (a run's config.yaml, a grid's base_config) that lacks
 # one was run that way, so resuming or re-checking it must not switch to the new default.
 STORED_LEGACY: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("al", "precision"): "fp32",
-                                             ("eval", "mode"): "generate"}
+                                             ("eval", "mode"): "generate", ("al", "score_from_generation"): False}
 
 
 def with_stored_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -302,8 +436,15 @@ def load_stored_config(path: str | os.PathLike[str]) -> RunConfig:
 
 
 def dump_config(config: RunConfig) -> str:
-    """The resolved config as YAML, loadable by `load_config`."""
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    """The resolved config as YAML, loadable by `load_config`.
+
+    The `llm_annotator` section is written only when the run uses it or it was set, so the
+    config.yaml of other runs stays readable by versions of star that predate it.
+    """
+    data = config.model_dump(mode="json")
+    if config.al.annotator != "llm" and config.llm_annotator == LLMAnnotatorConfig():
+        data.pop("llm_annotator")
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def reference_markdown() -> str:
@@ -321,5 +462,6 @@ def reference_markdown() -> str:
         lines += ["", f"**`{name}`**: {(section.__doc__ or '').strip().splitlines()[0]}", "",
                   "| option | default | meaning |", "|---|---|---|"]
         for key, sub in section.model_fields.items():
-            lines.append(f"| `{name}.{key}` | `{sub.get_default(call_default_factory=True)}` | {sub.description or ''} |")
+            default = str(sub.get_default(call_default_factory=True)).replace("\n", "\\n")  # one table row
+            lines.append(f"| `{name}.{key}` | `{default}` | {sub.description or ''} |")
     return "\n".join(lines)

@@ -26,19 +26,20 @@ import numpy as np
 from star.al.seeds import derive_seed
 from star.al.strategies import ScoreInputs, Strategy, get_strategy
 from star.al.uncertainty import Uncertainty
-from star.annotation.context import RoundContext
+from star.annotation.context import Annotator, RoundContext
 from star.annotation.oracle import Oracle
-from star.annotation.registry import ANNOTATORS
+from star.annotation.registry import ANNOTATORS, AnnotatorDeps, annotator_metrics
 from star.config import RunConfig, build_config, dump_config, load_stored_config
 from star.console import log_to, print_rounds
 from star.engine.adapter import adapter_disabled, dropout_rate, load_adapter_weights, reset_adapter, save_adapter
 from star.engine.batching import encode_prompts, encode_responses
+from star.engine.chat import LocalChat
 from star.engine.evaluation import evaluate
 from star.engine.generation import generate
 from star.engine.modeling import LoadedModel, check_model_config
 from star.engine.placement import engine_label, load_for_engine
 from star.engine.precision import autocast
-from star.engine.scoring import score_options, score_pairs
+from star.engine.scoring import greedy_uncertainty, score_options, score_pairs
 from star.engine.training import check_b_penalty, train_adapter
 from star.errors import ConfigError, PoolExhaustedError
 from star.parallel import distributed, signals
@@ -50,6 +51,7 @@ from star.store.recovery import check_selection
 from star.store.runs import RunDir
 from star.store.session import resume_run, start_run
 from star.tasks import Example, Task, build_task
+from star.tracking import check_installed, track_run
 
 log = logging.getLogger("star")
 
@@ -74,6 +76,7 @@ class Experiment:
     base_scores: dict[str, float] = field(default_factory=dict)  # id -> u_base (the strategy's measure)
     live_round: int = -1  # round whose adapter is loaded; -1 = fresh
     lock: RunLock | None = None  # held by the main process while it writes the run (store/lock.py)
+    annotator: Annotator | None = None  # al.annotator's, built once by setup (None: the oracle)
 
     @property
     def pad_id(self) -> int:
@@ -101,6 +104,7 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
           show_progress: bool = True) -> Experiment:
     """Validate, load data (checking the pool), then the model; write config.yaml for a new run."""
     config, run, resumed = _resolve(config, resume)
+    check_installed(config.tracking.log_with)  # a tracker's missing package stops the run before any model loads
     task = build_task(config.task)
     if config.al.response == "options" and not task.choices:
         raise ConfigError(f"al.response=options needs a closed answer set, and task {task.name!r} has none",
@@ -110,7 +114,11 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     dist = distributed.init(config.model.device)
     check_b_penalty(config.train, dist)
     if dist.world > 1 and config.al.annotator != "oracle":
-        raise ConfigError("human annotation runs in one process", hint="start `star run` without a multi-process launcher")
+        raise ConfigError(f"al.annotator={config.al.annotator} runs in one process",
+                          hint="start `star run` without a multi-process launcher")
+    oracle = Oracle(pool_full)  # the annotator is made before the model loads: a missing API key stops the run now
+    annotator = ANNOTATORS[config.al.annotator](
+        AnnotatorDeps(oracle, config, local_chat=lambda: LocalChat(config.llm_annotator, config.model)))
     lock = resume_run(run) if resumed and dist.is_main else None  # one writer per run; damaged files undone
     model = load_for_engine(config.model, config.lora, dist, show_progress)
     if not resumed and dist.is_main:  # only once everything loaded: a failed start leaves no half-made run behind
@@ -122,10 +130,12 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
     return Experiment(
         config=config, run=run, task=task,
         pool=[Example(e.id, e.question, None, e.meta) for e in pool_full], test=test,
-        oracle=Oracle(pool_full), store=store, model=model, dist=dist,
+        oracle=oracle, store=store, model=model, dist=dist, annotator=annotator,
         strategy=get_strategy(config.al.strategy),
-        pool_prompts=encode_prompts(tok, [task.prompt(e.question) for e in pool_full], config.train.max_prompt_tokens),
-        test_prompts=encode_prompts(tok, [task.prompt(e.question) for e in test], config.train.max_prompt_tokens),
+        pool_prompts=encode_prompts(tok, [task.prompt(e.question) for e in pool_full], config.train.max_prompt_tokens,
+                                    system=task.system_prompt),
+        test_prompts=encode_prompts(tok, [task.prompt(e.question) for e in test], config.train.max_prompt_tokens,
+                                    system=task.system_prompt),
         show_progress=show_progress, lock=lock,
     )
 
@@ -155,8 +165,8 @@ def _responses(exp: Experiment, idx: list[int], use_base: bool) -> list[list[int
 
 def _uncertainty(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> Uncertainty:
     """Generation and scoring of pool examples `idx`, in al.precision: al.mc_passes MC-dropout passes, or one
-    deterministic pass for the base model (nothing to drop out) or with al.mc_dropout off; the MC passes drop
-    out with al.mc_dropout_p (null: lora.dropout)."""
+    deterministic pass for the base model (nothing to drop out) or with al.mc_dropout off, taken from the greedy
+    generation itself (al.score_from_generation); the MC passes drop out with al.mc_dropout_p (null: lora.dropout)."""
     cfg = exp.config.al
     prompts = [exp.pool_prompts[i] for i in idx]
     passes = cfg.mc_passes if cfg.mc_dropout and not use_base else 1
@@ -167,6 +177,10 @@ def _uncertainty(exp: Experiment, idx: list[int], use_base: bool, seed: int) -> 
                                        exp.config.train.max_answer_tokens)
             return score_options(exp.model.model, prompts, options, exp.pad_id, cfg.batch_size, passes=passes,
                                  seed=seed, show_progress=exp.show_progress, dist=exp.dist)
+        if cfg.response == "generated" and passes == 1 and cfg.score_from_generation:  # no second forward
+            return greedy_uncertainty(exp.model.model, exp.model.tokenizer, prompts, exp.pad_id, cfg.max_new_tokens,
+                                      cfg.batch_size, exp.task.answer_complete, desc="base" if use_base else "pool",
+                                      show_progress=exp.show_progress, dist=exp.dist)
         responses = _responses(exp, idx, use_base)
         return score_pairs(exp.model.model, prompts, responses, exp.pad_id, cfg.batch_size, passes=passes,
                            seed=seed, desc="score (base)" if use_base else "score (pool)",
@@ -302,8 +316,11 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
         lam_t = None if t == 0 else cfg.al.lambda_at(t - 1)
     seconds["score"] = time.perf_counter() - clock
     clock = time.perf_counter()
+    extra: dict[str, Any] = {}
     if exp.dist.is_main:
-        ANNOTATORS[cfg.al.annotator](exp.oracle).acquire(_round_context(exp, t), selected)
+        annotator, ctx = exp.annotator or exp.oracle, _round_context(exp, t)
+        annotator.acquire(ctx, selected)
+        extra = annotator_metrics(annotator, ctx)  # e.g. the LLM annotator's tokens, cost and agreement
     exp.dist.barrier()  # labels committed by the main process are visible to all
     labelled = {lab.example_id for lab in exp.store.in_round(t)}
     missing = [i for i in selected if i not in labelled]
@@ -329,7 +346,7 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
         "strategy": "random" if t == 0 else cfg.al.strategy, "lambda": lam_t,
         "accuracy": result.accuracy, "accuracy_norm": result.accuracy_norm, "eval_mode": result.mode,
         "ece": result.ece, "mean_confidence": result.mean_confidence, "n_test": result.n, "train": train,
-        "seconds": seconds, "reliability": result.reliability,
+        "seconds": seconds, "reliability": result.reliability, **extra,
     }
     if exp.dist.is_main:
         exp.run.seal_round(t)  # the round's files as written, recorded just before metrics.json
@@ -358,9 +375,11 @@ def run(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | N
             with log_to(log, exp.run.log_path) if exp.dist.is_main else contextlib.nullcontext():
                 if exp.dist.is_main:
                     _log_start(exp, resumed=resume is not None)
-                for t in range(len(exp.run.finished_rounds()), exp.config.al.rounds):
-                    if run_round(exp, t) is None:
-                        break
+                with track_run(exp.config, exp.run, enabled=exp.dist.is_main) as tracking:  # main process only
+                    for t in range(len(exp.run.finished_rounds()), exp.config.al.rounds):
+                        if run_round(exp, t) is None:
+                            break
+                        tracking.sync()  # round t's metrics.json is written: send it (step = t)
             metrics = exp.run.metrics()
             if show_progress and exp.dist.is_main:
                 print_rounds(metrics, exp.run.path)
