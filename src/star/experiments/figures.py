@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from star.plots import draw_reliability, new_figure
 
 LEARNING_CURVE, ECE_CURVE, RELIABILITY = "learning_curve.png", "ece_curve.png", "reliability.png"
 #: The figures' files in the report folder, with what each shows (the report's captions).
 FIGURES = ((LEARNING_CURVE, "accuracy vs labels"), (ECE_CURVE, "ECE vs labels"), (RELIABILITY, "reliability diagram"))
-
-
-def new_figure(width: float = 7.0, height: float = 4.5) -> Figure:
-    """A matplotlib Figure on the Agg canvas (no pyplot, no display needed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def plot_curve(s: dict[str, Any], key: str, path: Path, ylabel: str) -> None:
@@ -55,20 +44,10 @@ def plot_reliability(s: dict[str, Any], path: Path) -> None:
     fig = new_figure(4.0 * cols, 3.8 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, arm in zip(axes, arms):
-        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence")
-        ax.set_ylabel("accuracy")
         if arm is None:
-            ax.set_title("no reliability bins recorded")
+            draw_reliability(ax, [], "no reliability bins recorded")
             continue
-        bins = [b for b in arm["reliability"]["bins"] if b["count"]]
-        ax.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["accuracy"] for b in bins],
-               width=[b["hi"] - b["lo"] for b in bins], edgecolor="black", alpha=0.6, label="accuracy")
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="black", markersize=3,
-                label="mean confidence")
-        ax.set_title(f"{arm['name']}: ECE {arm['reliability']['ece']:.3f}", fontsize="medium")
+        draw_reliability(ax, arm["reliability"]["bins"], f"{arm['name']}: ECE {arm['reliability']['ece']:.3f}")
     for ax in axes[len(arms):]:
         ax.set_visible(False)
     fig.tight_layout()

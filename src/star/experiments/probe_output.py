@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from star.experiments.figures import new_figure
+from star.plots import new_figure
 from star.store.io import atomic_write
 
 AUROC_FIGURE, ECE_FIGURE, STRENGTH_FIGURE = "auroc_vs_labels.png", "ece_vs_labels.png", "ece_vs_strength.png"

@@ -12,25 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from star.plots import draw_reliability, new_figure
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 LEARNING_CURVE, RELIABILITY = "learning_curve", "reliability"
 
 
-def _figure(width: float = 5.0, height: float = 3.6) -> Figure:
-    """A matplotlib Figure on the Agg canvas (no pyplot)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def learning_curve(rounds: Sequence[Mapping[str, Any]]) -> Figure:
     """Accuracy and ECE against labels, over the rounds' metrics.json so far (in round order)."""
-    fig = _figure()
+    fig = new_figure(5.0, 3.6, dpi=100)
     ax = fig.subplots()
     labels = [m["labels"] for m in rounds]
     ax.plot(labels, [m["accuracy"] for m in rounds], marker="o", label="accuracy")
@@ -46,18 +38,8 @@ def learning_curve(rounds: Sequence[Mapping[str, Any]]) -> Figure:
 
 def reliability(metrics: Mapping[str, Any]) -> Figure:
     """Round t's reliability diagram: accuracy per confidence bin against the diagonal."""
-    fig = _figure(4.0, 3.8)
-    ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-    bins = [b for b in metrics.get("reliability") or [] if b["count"]]
-    ax.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["accuracy"] for b in bins],
-           width=[b["hi"] - b["lo"] for b in bins], edgecolor="black", alpha=0.6)
-    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="black", markersize=3)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"round {metrics['round']}: ECE {metrics['ece']:.3f}", fontsize="medium")
+    fig = new_figure(4.0, 3.8, dpi=100)
+    draw_reliability(fig.subplots(), metrics.get("reliability") or [], f"round {metrics['round']}: ECE {metrics['ece']:.3f}")
     fig.tight_layout()
     return fig
 
