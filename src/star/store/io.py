@@ -42,10 +42,7 @@ def atomic_write(path: Path, text: str | bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666: the umask applies, as for open()
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            _write_all(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -56,6 +53,14 @@ def atomic_write(path: Path, text: str | bytes) -> None:
         if isinstance(e, OSError):
             raise write_failed(path, e) from e
         raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` at fd's position (os.write may write less than asked), then fsync."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
 
 
 def temp_path(path: Path) -> Path:
@@ -123,10 +128,7 @@ def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
             os.ftruncate(fd, size)
             try:
                 os.lseek(fd, size, os.SEEK_SET)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
+                _write_all(fd, data)
             except BaseException:
                 os.ftruncate(fd, size)
                 raise
