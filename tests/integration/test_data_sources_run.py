@@ -29,14 +29,14 @@ def test_a_run_from_a_parquet_file(tiny_run_config: dict, tmp_path: Path, monkey
     cfg["al"]["rounds"] = 2
     cfg["train"]["max_prompt_tokens"] = 160  # byte tokens: the whole prompt, system message included (cut from the left)
     seen: list[tuple[list[str], str | None]] = []
-    encode = star.loop.encode_prompts
+    encode = star.loop.experiment.encode_prompts
 
     def recording(tok, prompts, max_tokens, system=None):
         ids = encode(tok, prompts, max_tokens, system=system)
         seen.append(([tok.decode(x) for x in ids], system))
         return ids
 
-    monkeypatch.setattr(star.loop, "encode_prompts", recording)
+    monkeypatch.setattr(star.loop.experiment, "encode_prompts", recording)
     metrics = run(cfg, show_progress=False)
     assert len(metrics) == 2 and all(m["n_test"] == 6 for m in metrics)
     folder = RunDir(cfg["output_dir"])

@@ -156,7 +156,7 @@ def test_sigterm_to_a_two_process_run_stops_every_process_and_it_resumes(config,
 
 SLOW_STAR = """
 import sys, time
-import star.loop as loop
+import star.loop.rounds as loop  # run() looks run_round up here
 real = loop.run_round
 def slow(exp, t):  # a run that takes its time: each round waits a second first
     time.sleep(1.0)

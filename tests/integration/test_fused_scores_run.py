@@ -33,7 +33,7 @@ def test_selections_of_a_tiny_run_are_unchanged(tiny_run_config: dict, tmp_path:
     forced_calls = []
     score_pairs = scoring.score_pairs
     counted = lambda *a, **k: forced_calls.append(1) or score_pairs(*a, **k)
-    monkeypatch.setattr(loop, "score_pairs", counted)
+    monkeypatch.setattr(loop.scoring, "score_pairs", counted)
     monkeypatch.setattr(scoring, "score_pairs", counted)  # greedy_uncertainty's fallback
     fused, fused_metrics = _scores(tiny_run_config, tmp_path / "fused", True)
     assert not forced_calls  # no second forward in the fused run

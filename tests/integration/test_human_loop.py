@@ -97,8 +97,9 @@ def test_human_run_stops_for_labels_and_finishes_on_them(human_config: dict, tmp
 
 _SLOW_PHASE = """
 import pathlib, sys, time
-import star.loop as loop
+import importlib
 name, marker = sys.argv[1], pathlib.Path(sys.argv[2])
+loop = importlib.import_module({"train_adapter": "star.loop.rounds", "score_pairs": "star.loop.scoring"}[name])
 original = getattr(loop, name)
 def slow(*args, **kwargs):
     marker.write_text(name)   # the phase has begun: the parent kills us now

@@ -255,7 +255,7 @@ def test_a_missing_tracker_package_is_one_error_before_any_model_loads(tiny_run_
     def no_model(*args, **kwargs):
         raise AssertionError("the model must not load")
 
-    monkeypatch.setattr(loop, "load_for_engine", no_model)
+    monkeypatch.setattr(loop.experiment, "load_for_engine", no_model)
     cfg = _config(tiny_run_settings, tmp_path, ["tensorboard", "wandb"])
     with pytest.raises(ConfigError) as info:
         loop.run(cfg, show_progress=False)

@@ -147,7 +147,7 @@ def test_fsdp_with_a_4bit_base_is_refused_before_the_model_loads(tiny_run_config
 
     monkeypatch.setattr(distributed, "init", lambda device: Dist(0, 2, fsdp=FsdpSettings()))
     monkeypatch.setattr(placement, "load_model", lambda *a, **k: pytest.fail("the model must not load"))
-    monkeypatch.setattr(loop, "check_model_config", lambda config: [])  # as if on a machine with CUDA
+    monkeypatch.setattr(loop.experiment, "check_model_config", lambda config: [])  # as if on a machine with CUDA
     cfg = {**tiny_run_config, "model": {**tiny_run_config["model"], "load_in_4bit": True}}
     with pytest.raises(ConfigError, match="load_in_4bit.*FSDP"):
         loop.setup(cfg, show_progress=False)
@@ -241,7 +241,7 @@ def test_al_precision_applies_to_pool_scoring_and_not_to_evaluation(tiny_run_con
 
     seen: dict[str, set] = {"score": set(), "eval": set()}
     phase = {"now": "score"}
-    real_load, real_eval = placement.load_model, loop.evaluate
+    real_load, real_eval = placement.load_model, loop.rounds.evaluate
 
     def load_and_watch(*args, **kwargs):
         m = real_load(*args, **kwargs)
@@ -257,7 +257,7 @@ def test_al_precision_applies_to_pool_scoring_and_not_to_evaluation(tiny_run_con
             phase["now"] = "score"
 
     monkeypatch.setattr(placement, "load_model", load_and_watch)
-    monkeypatch.setattr(loop, "evaluate", eval_and_mark)
+    monkeypatch.setattr(loop.rounds, "evaluate", eval_and_mark)
     cfg = {**tiny_run_config, "al": {**tiny_run_config["al"], "precision": "bf16", "rounds": 2}}
     loop.run(cfg, show_progress=False)
     assert seen["score"] == {torch.bfloat16} and seen["eval"] == {torch.float32}
