@@ -64,11 +64,11 @@ def _crash_once(monkeypatch: pytest.MonkeyPatch, target: object, name: str, at_c
 @pytest.mark.parametrize(
     ("target", "name", "at_call"),
     [
-        (loop, "score_pairs", 1),  # while scoring the pool for round 1 (after base scores)
-        (loop, "train_adapter", 1),  # while training model 1
-        (loop, "evaluate", 2),  # while evaluating model 2
-        (loop, "save_adapter", 0),  # while saving model 0
-        (loop, "write_json", 1),  # just before round 1's metrics.json lands
+        (loop.scoring, "score_pairs", 1),  # while scoring the pool for round 1 (after base scores)
+        (loop.rounds, "train_adapter", 1),  # while training model 1
+        (loop.rounds, "evaluate", 2),  # while evaluating model 2
+        (loop.rounds, "save_adapter", 0),  # while saving model 0
+        (loop.rounds, "write_json", 1),  # just before round 1's metrics.json lands
     ],
 )
 def test_resume_after_crash_matches_uninterrupted(tiny_run_config, tmp_path, monkeypatch, reference, target, name, at_call):

@@ -30,12 +30,17 @@ def prompt_text(tokenizer, prompt: str, system: str | None = None) -> str:  # no
     return (f"{system}\n\n" if system else "") + PLAIN_FRAME.format(prompt=prompt)
 
 
+ENCODE_CHUNK = 1024  # texts per tokenizer call: one call over a 100k pool held ~2 GB of encodings at once
+
+
 def encode_prompts(tokenizer, prompts: Sequence[str], max_tokens: int,  # noqa: ANN001 - HF tokenizer
                    system: str | None = None) -> list[list[int]]:
     """Prompt ids, cut from the left to `max_tokens` so the answer cue at the end survives."""
-    texts = [prompt_text(tokenizer, p, system) for p in prompts]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return [list(x[-max_tokens:]) for x in ids]
+    out: list[list[int]] = []
+    for start in range(0, len(prompts), ENCODE_CHUNK):  # a chunk at a time: the tokenizer's per-token
+        texts = [prompt_text(tokenizer, p, system) for p in prompts[start:start + ENCODE_CHUNK]]  # records stay small
+        out.extend(list(x[-max_tokens:]) for x in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return out
 
 
 def encode_responses(tokenizer, responses: Sequence[str], max_tokens: int) -> list[list[int]]:  # noqa: ANN001
