@@ -56,7 +56,7 @@ def main() -> None:
     pool = task.load("pool")
     cfg = TrainConfig(epochs=2)
     prompts = encode_prompts(m.tokenizer, [task.prompt(e.question) for e in pool], cfg.max_prompt_tokens)
-    responses = encode_responses(m.tokenizer, [task.target(e.answer) for e in pool], cfg.max_answer_tokens)
+    responses = encode_responses(m.tokenizer, [task.target_for(e, e.answer) for e in pool], cfg.max_answer_tokens)
     pad = m.tokenizer.pad_token_id or 0
     n = args.n_train
     reset_adapter(m.model, 0)

@@ -126,7 +126,7 @@ def load_splits(args: argparse.Namespace, tokenizer) -> tuple[Task, Split, Split
 
     def split(examples: list[Example]) -> Split:
         prompts = encode_prompts(tokenizer, [task.prompt(e.question) for e in examples], limits.max_prompt_tokens)
-        responses = encode_responses(tokenizer, [task.target(e.answer) for e in examples], limits.max_answer_tokens)
+        responses = encode_responses(tokenizer, [task.target_for(e, e.answer) for e in examples], limits.max_answer_tokens)
         return Split(examples, prompts, responses)
 
     return task, split(pool[: args.n_score]), split(pool[args.n_score : pool_n]), split(test)

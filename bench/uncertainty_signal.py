@@ -63,7 +63,7 @@ def main() -> None:
             rows.append({"seed": seed, "model": "base", **measure(model, tok, task, scored, prompts, cfg, mc=False)})
         reset_adapter(model, seed)
         tp = encode_prompts(tok, [task.prompt(e.question) for e in train], cfg.train.max_prompt_tokens)
-        tr = encode_responses(tok, [task.target(e.answer) for e in train], cfg.train.max_answer_tokens)
+        tr = encode_responses(tok, [task.target_for(e, e.answer) for e in train], cfg.train.max_answer_tokens)
         train_adapter(model, tp, tr, tok.pad_token_id, cfg.train, seed)
         rows.append({"seed": seed, "model": f"lora ({args.train} labels, MC K={cfg.al.mc_passes})",
                      **measure(model, tok, task, scored, prompts, cfg, mc=True)})

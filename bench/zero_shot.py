@@ -40,6 +40,8 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-prompt-tokens", type=int, default=TrainConfig().max_prompt_tokens)
+    ap.add_argument("--option-style", choices=["letter", "cloze"], default="letter",
+                    help="obqa's task.option_style (default letter, as recorded; bench/obqa_option_style.py compares)")
     ap.add_argument("--compare-paths", type=int, default=0, metavar="N", help="time shared prefix vs full pairs on N")
     ap.add_argument("--out", default=None, help="JSON file (default docs/results/bench/zero_shot_<task>.json)")
     return ap.parse_args()
@@ -60,7 +62,8 @@ def _compare_paths(model: torch.nn.Module, prompts: list[list[int]], options: li
 def main() -> None:
     args = _args()
     torch.set_num_threads(args.threads)
-    task = build_task(TaskConfig(name=args.task, path=args.path, test_size=10**9))  # every line, in file order
+    task = build_task(TaskConfig(name=args.task, path=args.path, test_size=10**9,  # every line, in file order
+                                 option_style=args.option_style))
     test = task.load("test")[: args.limit]
     model, tok, device, _ = load_base(ModelConfig(name=args.model, threads=args.threads))
     texts = [task.prompt(e.question) for e in test]
@@ -76,13 +79,15 @@ def main() -> None:
         "acc_norm": result.accuracy_norm, "ece": result.ece, "mean_confidence": result.mean_confidence,
         "majority_rate": max(gold.count(c) for c in task.choices) / len(gold),
         "predicted_share": {c: picked.count(c) / len(picked) for c in task.choices},
-        "options": task.choice_texts(), "prompts_cut_to_max": cut, "max_prompt_tokens": args.max_prompt_tokens,
+        "options": task.choice_texts_for(test[0]), "option_style": args.option_style, "prompts_cut_to_max": cut,
+        "max_prompt_tokens": args.max_prompt_tokens,
         "eval_seconds": round(seconds, 1), "threads": args.threads, "device": str(device),
         "torch": torch.__version__, "cpus": os.cpu_count(),
     }
     if args.compare_paths:
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        options = encode_responses(tok, task.choice_texts(), TrainConfig().max_answer_tokens)
+        options = [encode_responses(tok, task.choice_texts_for(e), TrainConfig().max_answer_tokens)
+                   for e in test[: args.compare_paths]]  # (N, C): each question's own options
         row["paths"] = _compare_paths(model, prompts[: args.compare_paths], options, pad_id, args.batch_size)
     print(f"| task | n | acc | acc_norm | ECE | majority | eval s |\n|---|---|---|---|---|---|---|\n"
           f"| {args.task} | {row['n']} | {row['acc']:.3f} | {row['acc_norm']:.3f} | {row['ece']:.3f} |"

@@ -28,8 +28,11 @@ from pydantic import (
     model_validator,
 )
 
+from star.al.cost import CostUnit
 from star.al.schedules import SCHEDULES, lambda_at
-from star.al.strategies import STRATEGIES
+from star.al.stopping import RULES as STOP_RULES
+from star.al.strategies import STRATEGIES, get_strategy
+from star.al.uncertainty import DISAGREEMENT_RESPONSES
 from star.errors import ConfigError, PoolExhaustedError
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
@@ -80,6 +83,85 @@ class TaskConfig(_Section):
                                       " template (no template: a line above the prompt).")
     answer_type: Literal["number", "choice", "text"] = Field("text", description="jsonl: how answers are compared.")
     choices: list[str] | None = Field(None, description="jsonl with answer_type=choice: the allowed answers.")
+    option_style: Literal["letter", "cloze"] = Field(
+        "letter", description="obqa: letter lists the options in the prompt and the answer is the letter A-D; cloze"
+                              " puts the question stem alone to the model and scores (and trains) each option's"
+                              " text as the answer, as lm-evaluation-harness. Labels are letters either way.")
+
+
+#: What each stopping rule's threshold option is, for the error when a named rule lacks it.
+_STOP_THRESHOLDS = {"uncertainty": ("uncertainty", "0.5, a mean stop-set PE"),
+                    "accuracy": ("accuracy", "0.9, a test accuracy"), "budget": ("budget", "100, in al.cost.unit")}
+
+
+class StopConfig(_Section):
+    """al.stop: stopping rules evaluated after every round (star.al.stopping), recorded in metrics.json."""
+
+    rules: list[str] = Field(default_factory=list, description="Rules: kappa (stabilising predictions on the stop"
+                             " set), uncertainty (mean stop-set PE), accuracy (test accuracy: simulation, or a"
+                             " labelled dev set as test set), budget (total cost); a list or comma-separated; [] = none.")
+    enforce: bool = Field(True, description="Stop the run after the first round at which a rule holds (the first"
+                          " in al.stop.rules); false: evaluate and record only.")
+    kappa: float = Field(0.99, gt=-1.0, le=1.0, description="kappa: the mean Cohen's kappa between successive models'"
+                         " stop-set answers over the last al.stop.window pairs at or above which it stops.")
+    window: int = Field(3, ge=1, description="kappa: successive pairs averaged (small-text's KappaAverage: 3).")
+    uncertainty: float | None = Field(None, ge=0.0, description="uncertainty: the mean PE of the model's stop-set"
+                                      " answers (greedy answer, or chosen option) at or below which it stops.")
+    accuracy: float | None = Field(None, ge=0.0, le=1.0, description="accuracy: the test accuracy at or above which"
+                                   " it stops.")
+    budget: float | None = Field(None, gt=0.0, description="budget: total annotation cost (al.cost.unit; labels by"
+                                 " default) at which it stops, or once the rest cannot pay for one more label.")
+    set_size: int = Field(100, ge=1, description="kappa, uncertainty: examples in the stop set (a fixed seeded sample"
+                          " of the pool), answered by every model once after training.")
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _listed(cls, v: Any) -> Any:
+        """A single name or 'a,b' (as typed on the command line) is a list of names."""
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return [part.strip() for part in v.split(",") if part.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _named_rules(self) -> StopConfig:
+        """Every rule is known, listed once, and has its threshold."""
+        unknown = [name for name in self.rules if name not in STOP_RULES]
+        if unknown:
+            raise ValueError(f"unknown stopping rule {', '.join(map(repr, unknown))} in al.stop.rules; choose from"
+                             f" {', '.join(STOP_RULES)}")
+        if len(set(self.rules)) != len(self.rules):
+            raise ValueError(f"al.stop.rules={self.rules} names a rule twice; list each once")
+        lacking = [name for name in self.rules if name in _STOP_THRESHOLDS
+                   and getattr(self, _STOP_THRESHOLDS[name][0]) is None]
+        if lacking:
+            raise ValueError("; ".join(f"al.stop.rules names {name}, which needs al.stop.{_STOP_THRESHOLDS[name][0]}:"
+                                       f" set it (e.g. al.stop.{_STOP_THRESHOLDS[name][0]}={_STOP_THRESHOLDS[name][1]})"
+                                       f" or drop {name} from al.stop.rules" for name in lacking))
+        return self
+
+    @property
+    def needs_stop_set(self) -> bool:
+        """Whether a rule reads the models' answers on the stop set (kappa, uncertainty)."""
+        return any(name in ("kappa", "uncertainty") for name in self.rules)
+
+
+class CostConfig(_Section):
+    """al.cost: what a label costs (star.al.cost): the unit of al.stop.budget, cost-aware ranking, the report's cost."""
+
+    unit: CostUnit = Field("label", description="Cost of one label: label (1 each), chars (characters of the answer"
+                           " as given) or tokens (the model tokenizer's tokens of the answer's training target).")
+    aware: bool = Field(False, description="Rank candidates by score per unit of estimated cost: (min-max score +"
+                        " 0.001) / cost, the estimate from the model's own answer (needs unit chars or tokens).")
+
+    @model_validator(mode="after")
+    def _aware_needs_lengths(self) -> CostConfig:
+        """With unit=label every candidate costs 1, so cost-aware ranking would change nothing."""
+        if self.aware and self.unit == "label":
+            raise ValueError("al.cost.aware ranks by score per unit of cost, and al.cost.unit=label costs every label"
+                             " 1; set al.cost.unit=chars or tokens, or al.cost.aware=false")
+        return self
 
 
 class ActiveLearningConfig(_Section):
@@ -88,7 +170,11 @@ class ActiveLearningConfig(_Section):
     initial: int = Field(16, ge=1, description="Random labels before round 0 (release: 500).")
     query: int = Field(16, ge=1, description="Labels acquired per query round (release: 500).")
     rounds: int = Field(4, ge=1, description="Models trained, T (release: 10); T-1 queries.")
-    strategy: str = Field("pe-dynamic", description="random, entropy, pe, entropy-subtract, pe-subtract, entropy-dynamic, pe-dynamic.")
+    strategy: str = Field("pe-dynamic", description="random, entropy, pe, entropy-subtract, pe-subtract, entropy-dynamic,"
+                          " pe-dynamic; bald, bald-dynamic (al.response=options), pe-spread, pe-spread-dynamic"
+                          " (generated or gold): disagreement of the MC passes; k-center (coreset), idds: diversity of"
+                          " the base model's prompt embeddings; an uncertainty one with +diverse appended (e.g."
+                          " pe-dynamic+diverse): its ranking spread, the top of each of k clusters of the embeddings.")
     schedule: str = Field("linear", description="lambda(t) schedule of the dynamic strategies: linear, cosine, exponential, constant.")
     schedule_horizon: int | None = Field(None, ge=1, description="T in lambda(t); default: rounds.")
     schedule_value: float = Field(0.5, ge=0.0, le=1.0, description="constant schedule's lambda / exponential's decay.")
@@ -109,6 +195,8 @@ class ActiveLearningConfig(_Section):
 
     annotator: str = Field("oracle", description="Who labels: oracle (simulation, the dataset's labels), human, or llm"
                                                    " (a larger LLM drafts them: section llm_annotator).")
+    stop: StopConfig = Field(default_factory=StopConfig, description="Stopping rules (al.stop.*).")
+    cost: CostConfig = Field(default_factory=CostConfig, description="Annotation cost (al.cost.*).")
 
     @field_validator("annotator", "strategy", "schedule")
     @classmethod
@@ -325,6 +413,33 @@ class RunConfig(_Section):
                              " (or auto), or use a closed task: boolq, obqa, or jsonl with answer_type=choice")
         return self
 
+    @model_validator(mode="after")
+    def _check_disagreement(self) -> RunConfig:
+        """bald / pe-spread measure how the tuned model's MC-dropout passes disagree: several passes, with dropout
+        on, of the response kind the measure is defined for."""
+        al, measure = self.al, get_strategy(self.al.strategy).measure
+        if measure not in DISAGREEMENT_RESPONSES:
+            return self
+        responses = DISAGREEMENT_RESPONSES[measure]
+        if al.response not in responses:
+            other = "bald, bald-dynamic" if measure == "pe-spread" else "pe-spread, pe-spread-dynamic"
+            raise ValueError(f"al.strategy={al.strategy} scores {measure} over al.response={' or '.join(responses)},"
+                             f" not al.response={al.response}; set al.response={responses[0]} or use {other}")
+        p = self.lora.dropout if al.mc_dropout_p is None else al.mc_dropout_p
+        if not al.mc_dropout or al.mc_passes < 2 or p == 0:
+            raise ValueError(f"al.strategy={al.strategy} compares MC-dropout passes, and al.mc_dropout={al.mc_dropout},"
+                             f" al.mc_passes={al.mc_passes}, dropout p={p} (al.mc_dropout_p, else lora.dropout) give"
+                             " none to compare; set al.mc_dropout=true, al.mc_passes>=2 (e.g. 3) and a p > 0")
+        return self
+
+    @model_validator(mode="after")
+    def _check_option_style(self) -> RunConfig:
+        if self.task.name == "obqa" and self.task.option_style == "cloze" and self.eval.mode == "generate":
+            raise ValueError("eval.mode=generate grades a letter extracted from the answer, and task.option_style=cloze"
+                             " trains the model to answer with the option's text; set eval.mode=options (or auto),"
+                             " or task.option_style=letter")
+        return self
+
     def check_pool(self, pool_size: int) -> None:
         """Raise PoolExhaustedError when the task's real pool (`pool_size` examples) cannot fund the run."""
         if pool_size < self.al.labels_needed:
@@ -415,7 +530,8 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
 # behaviour before them. A stored config (a run's config.yaml, a grid's base_config) that lacks
 # one was run that way, so resuming or re-checking it must not switch to the new default.
 STORED_LEGACY: dict[tuple[str, str], Any] = {("train", "precision"): "fp32", ("al", "precision"): "fp32",
-                                             ("eval", "mode"): "generate", ("al", "score_from_generation"): False}
+                                             ("eval", "mode"): "generate", ("al", "score_from_generation"): False,
+                                             ("task", "option_style"): "letter"}
 
 
 def with_stored_defaults(data: dict[str, Any]) -> dict[str, Any]:
@@ -461,7 +577,17 @@ def reference_markdown() -> str:
             continue
         lines += ["", f"**`{name}`**: {(section.__doc__ or '').strip().splitlines()[0]}", "",
                   "| option | default | meaning |", "|---|---|---|"]
-        for key, sub in section.model_fields.items():
-            default = str(sub.get_default(call_default_factory=True)).replace("\n", "\\n")  # one table row
-            lines.append(f"| `{name}.{key}` | `{default}` | {sub.description or ''} |")
+        lines += _option_rows(name, section)
     return "\n".join(lines)
+
+
+def _option_rows(prefix: str, section: type[_Section]) -> list[str]:
+    """One table row per option of `section`; a nested section (e.g. al.stop) gives one row per option of its own."""
+    rows = []
+    for key, sub in section.model_fields.items():
+        if isinstance(sub.annotation, type) and issubclass(sub.annotation, _Section):
+            rows += _option_rows(f"{prefix}.{key}", sub.annotation)
+            continue
+        default = str(sub.get_default(call_default_factory=True)).replace("\n", "\\n")  # one table row
+        rows.append(f"| `{prefix}.{key}` | `{default}` | {sub.description or ''} |")
+    return rows

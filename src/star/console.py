@@ -29,6 +29,9 @@ def print_rounds(metrics: list[dict[str, Any]], run_dir: Path) -> None:
     """Print the table of rounds and where the run lives."""
     console = Console(width=max(Console().width, 120))  # the whole table, also when piped
     console.print(rounds_table(metrics, title=f"STAR run {run_dir}"))
+    stop = metrics[-1].get("stop") if metrics else None
+    if isinstance(stop, dict) and stop.get("stopped_by"):
+        console.print(f"stopped early by {stop['stopped_by']} after round {metrics[-1]['round']} (al.stop)")
     console.print(f"run directory: {run_dir}  (resume with `star run --resume {run_dir}`)")
 
 

@@ -13,7 +13,8 @@ def inputs(u_base, u_full, lam_t: float = 0.5, seed: int = 0) -> ScoreInputs:  #
     u_base = None if u_base is None else np.asarray(u_base, dtype=np.float64)
     u_full = None if u_full is None else np.asarray(u_full, dtype=np.float64)
     n = len(u_full if u_full is not None else u_base)
-    return ScoreInputs(u_base, u_full, lam_t, np.random.default_rng(seed), n)
+    emb = np.random.default_rng(99).normal(size=(n + 3, 4))  # k-center, idds, +diverse: fixed random embeddings
+    return ScoreInputs(u_base, u_full, lam_t, np.random.default_rng(seed), n, embeddings=emb[:n], labelled_embeddings=emb[n:])
 
 
 def picks(name: str, u_base, u_full, k: int, lam_t: float = 0.5, seed: int = 0) -> list[int]:  # noqa: ANN001
@@ -56,8 +57,12 @@ def test_top_k_orders_by_score_and_caps_at_n() -> None:
 
 
 def test_registry_names_and_flags() -> None:
-    assert set(STRATEGIES) == {"random", "entropy", "pe", "entropy-subtract", "pe-subtract", "entropy-dynamic", "pe-dynamic"}
-    for name in STRATEGIES:
+    star = {"random", "entropy", "pe", "entropy-subtract", "pe-subtract", "entropy-dynamic", "pe-dynamic"}
+    # issue #14's: test_disagreement.py checks bald and pe-spread's flags, test_diversity.py the diversity ones'
+    uncertainty = (star - {"random"}) | {"bald", "bald-dynamic", "pe-spread", "pe-spread-dynamic"}
+    diverse = {"k-center", "idds"} | {f"{name}+diverse" for name in uncertainty}
+    assert set(STRATEGIES) == star | uncertainty | diverse
+    for name in sorted(star):
         s = get_strategy(name)
         assert s.name == name
         if name == "random":
@@ -78,8 +83,11 @@ def test_every_strategy_returns_k_distinct_indices_deterministically(name: str, 
     assert scores.shape == (n,)
     assert len(chosen) == k and len(set(chosen.tolist())) == k
     assert all(0 <= int(i) < n for i in chosen)
-    # The chosen are the top-k of the scores it reports.
-    assert min(scores[chosen]) >= max(np.delete(scores, chosen), default=-np.inf)
+    # Listed highest score first (ties: lower index), the order a resume reads back from scores.jsonl.
+    assert chosen.tolist() == sorted(chosen.tolist(), key=lambda i: (-scores[i], i))
+    # The chosen are the top-k of the scores it reports (idds, +diverse: greedy / spread, they need not be).
+    if name != "idds" and not name.endswith("+diverse"):
+        assert min(scores[chosen]) >= max(np.delete(scores, chosen), default=-np.inf)
     again = get_strategy(name).select(inputs(u_base, u_full, 0.3, seed=7), k)[1]
     np.testing.assert_array_equal(chosen, again)
 
@@ -88,7 +96,7 @@ def test_every_strategy_returns_k_distinct_indices_deterministically(name: str, 
 def test_every_strategy_handles_a_constant_pool(name: str) -> None:
     chosen = picks(name, [1.0] * 6, [2.0] * 6, 3)
     assert len(set(chosen)) == 3
-    if name != "random":  # all scores tie: lowest indices
+    if name != "random" and not get_strategy(name).uses_embeddings:  # all scores tie: lowest indices
         assert chosen == [0, 1, 2]
 
 

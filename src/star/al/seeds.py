@@ -11,7 +11,8 @@ import numpy as np
 
 #: The purposes a round draws random numbers for; each gets an independent stream.
 PURPOSES = {"initial": 1, "select": 2, "subsample": 3, "init": 4, "train": 5, "mc": 6,
-            "probe": 7, "labelled": 8}  # the last two: `star probe`'s probe set and labelled sets
+            "probe": 7, "labelled": 8,  # these two: `star probe`'s probe set and labelled sets
+            "stop": 9}  # the stopping rules' stop set (drawn once, round 0)
 
 
 def derive_seed(seed: int, round_index: int, purpose: str) -> int:

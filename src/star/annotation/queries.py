@@ -152,6 +152,9 @@ def open_round(run_dir: str | Path) -> OpenRound:
     if t >= config.al.rounds:
         raise RunStateError(f"{run.path} is finished: all {config.al.rounds} rounds have metrics",
                             hint="nothing left to label; start a new run to label more")
+    if config.al.stop.rules and (rule := run.stopped_by()) is not None:
+        raise RunStateError(f"{run.path} is finished: stopping rule {rule} ended it after round {t - 1} (al.stop)",
+                            hint="nothing left to label; start a new run (e.g. with al.stop.enforce=false) to label more")
     path = batch_path(run, t)
     if not path.is_file():
         if config.al.annotator != "human":

@@ -6,7 +6,8 @@ the extracted answer. When no answer can be extracted the prediction is wrong, a
 confidence is the geometric-mean token probability of the whole response.
 
 options (closed tasks, as lm-evaluation-harness scores OBQA, ARC and BoolQ): the log-likelihood
-of every answer option's target after the prompt; the prediction is the argmax (`accuracy`), or
+of every answer option's target after the prompt (a shared option set, or each question's own
+option texts: cloze-style OBQA); the prediction is the argmax (`accuracy`), or
 the argmax of log-likelihood / the option's length in characters (`accuracy_norm`, lm-eval's
 acc_norm). Confidence is the predicted option's probability renormalised over the options.
 """
@@ -72,9 +73,12 @@ def _result(correct: Sequence[bool], confidence: Sequence[float], bins: int, pre
     )
 
 
-def option_choices(logp: np.ndarray, char_lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def option_choices(logp: np.ndarray,
+                   char_lengths: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """From log-likelihoods (n, C): the argmax option (n,), the argmax of logp / characters (n,) (acc_norm),
-    and the argmax option's probability renormalised over the C options (n,) (its confidence)."""
+    and the argmax option's probability renormalised over the C options (n,) (its confidence).
+
+    `char_lengths`: each option's length in characters, (C,) shared by all examples or (n, C) per example."""
     pred = logp.argmax(axis=1)  # (n,)
     pred_norm = (logp / np.maximum(np.asarray(char_lengths, dtype=float), 1.0)).argmax(axis=1)  # (n,)
     shifted = logp - logp.max(axis=1, keepdims=True)  # (n, C)
@@ -82,20 +86,28 @@ def option_choices(logp: np.ndarray, char_lengths: Sequence[int]) -> tuple[np.nd
     return pred, pred_norm, probs[np.arange(len(pred)), pred]
 
 
+def example_options(task: Task, examples: Sequence[Example]) -> list[list[str]]:
+    """Each example's C option texts (`task.choice_texts_for`), one per entry of `task.choices`."""
+    texts = [task.choice_texts_for(ex) for ex in examples]
+    if not task.choices or any(not t or len(t) != len(task.choices) for t in texts):
+        raise ValueError(f"task {task.name!r} has no answer options to score; evaluate with eval.mode=generate")
+    return texts  # (n, C)
+
+
 def evaluate_options(model: nn.Module, tokenizer, task: Task, examples: Sequence[Example],  # noqa: ANN001
                      prompts: Sequence[list[int]], config: EvalConfig, show_progress: bool = True, *,
                      max_answer_tokens: int = 256, dist: Dist = Dist()) -> EvalResult:
     """Accuracy (argmax option; per character: accuracy_norm) and ECE from each answer option's log-likelihood.
 
-    The options are the task's `choice_texts()` targets, tokenised as training targets are (EOS included).
+    The options are each example's `choice_texts_for` targets (the same for every example unless the task
+    has per-question option texts), tokenised as training targets are (EOS included); predictions are
+    recorded as the task's `choices` (e.g. the letter of the chosen OBQA option).
     """
-    texts, choices = task.choice_texts(), task.choices
-    if not texts or not choices:
-        raise ValueError(f"task {task.name!r} has no answer options to score; evaluate with eval.mode=generate")
-    options = encode_responses(tokenizer, texts, max_answer_tokens)
+    texts, choices = example_options(task, examples), task.choices
+    options = [encode_responses(tokenizer, t, max_answer_tokens) for t in texts]  # (n, C) lists of ids
     logp = option_logprobs(model, prompts, options, _pad_id(tokenizer), config.batch_size, desc="evaluate (options)",
                            show_progress=show_progress, dist=dist)[:, :, 0]  # (n, C)
-    pred, pred_norm, confidence = option_choices(logp, [len(t) for t in texts])
+    pred, pred_norm, confidence = option_choices(logp, [[len(x) for x in t] for t in texts])
     predictions, correct_norm = [], []
     for j, ex in enumerate(examples):
         ok, ok_norm = (task.is_correct(choices[int(p[j])], ex.answer or "") for p in (pred, pred_norm))

@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import LogitsProcessorList
 
 from star.engine.batching import length_batches
+from star.engine.embeddings import prompt_means
 from star.engine.forward import decoder_and_head, token_stats
 from star.parallel import zero3
 from star.parallel.distributed import Dist
@@ -26,6 +28,7 @@ class Generation:
 
     pe, me: PE and ME of exactly `token_ids` from the decoding's own step logits (`stats=True`); None when
     not recorded (stats off, an empty answer, or a model whose LM head is not exposed).
+    embedding: the prompt's embedding (d,) from the prefill (`embed=True`, embeddings.py); None when not captured.
     """
 
     text: str
@@ -33,6 +36,7 @@ class Generation:
     logprobs: list[float]
     pe: float | None = None
     me: float | None = None
+    embedding: np.ndarray | None = None
 
 
 class _AnswerComplete:
@@ -143,8 +147,9 @@ def _trim(ids: list[int], logprobs: list[float], eos_id: int, pad_id: int) -> tu
 
 def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,  # noqa: ANN001
                    is_complete: Callable[[str], bool] | None = None, synced: bool = False,
-                   stats: bool = False) -> list[Generation]:
-    """Greedy answers for one batch of prompt ids; `stats`: with their PE and ME (`Generation.pe`, `.me`).
+                   stats: bool = False, embed: bool = False) -> list[Generation]:
+    """Greedy answers for one batch of prompt ids; `stats`: with their PE and ME (`Generation.pe`, `.me`);
+    `embed`: with each prompt's embedding from the prefill (`Generation.embedding`, left padding excluded).
 
     `synced`: with sharded parameters (FSDP, ZeRO-3), every process keeps stepping until all are done.
     """
@@ -156,7 +161,7 @@ def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], ma
     parts = decoder_and_head(model) if stats else None
     fused = _StepStats(parts[1], pad_id) if parts is not None else None
     try:
-        with zero3.inference(model):
+        with zero3.inference(model), prompt_means(model, mask, enabled=embed) as means:
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                 do_sample=False, temperature=None, top_p=None, top_k=None, num_beams=1,
@@ -169,25 +174,29 @@ def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], ma
         if fused is not None:
             fused.close()
     steps = fused.per_token(new) if fused is not None else None  # (B, t) log p and entropy, or None
+    embeddings = means.rows(new.shape[0])  # (d,) each, or None each
     results = []
     for row in range(new.shape[0]):
         token_ids, lps = _trim(new[row].tolist(), logp[row].tolist(), tokenizer.eos_token_id, pad_id)
         pe, me = _fused(steps, row, len(token_ids))  # the trimmed ids are a prefix of the row's steps
-        results.append(Generation(tokenizer.decode(token_ids, skip_special_tokens=True), token_ids, lps, pe, me))
+        results.append(Generation(tokenizer.decode(token_ids, skip_special_tokens=True), token_ids, lps, pe, me,
+                                  embeddings[row]))
     return results
 
 
 def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,  # noqa: ANN001
              is_complete: Callable[[str], bool] | None = None, desc: str = "generate",
-             show_progress: bool = True, *, dist: Dist = Dist(), stats: bool = False) -> list[Generation]:
-    """Greedy answers for all prompts, length-bucketed into batches, in input order (`stats`: with PE and ME).
+             show_progress: bool = True, *, dist: Dist = Dist(), stats: bool = False,
+             embed: bool = False) -> list[Generation]:
+    """Greedy answers for all prompts, length-bucketed into batches, in input order (`stats`: with PE and ME;
+    `embed`: with the prompts' embeddings from the prefill).
 
     Whole batches are shared out across `dist`'s processes in a multi-process run and gathered back.
     """
     batches = list(length_batches([len(p) for p in prompts], batch_size))
     return dist.map_batches(batches, lambda batch: generate_batch(model, tokenizer, [prompts[i] for i in batch],
                                                                   max_new_tokens, is_complete, synced=dist.sharded,
-                                                                  stats=stats),
+                                                                  stats=stats, embed=embed),
                             desc, show_progress)
 
 

@@ -5,7 +5,8 @@
     OUT/report/              report.md/.html/.json and the figures (`star.experiments.report`)
 
 Every cell's config is validated before any runs. Re-running the same grid (or
-`star compare --resume OUT`) skips finished cells, resumes unfinished ones and starts missing ones.
+`star compare --resume OUT`) skips finished cells (a run a stopping rule ended early is finished), resumes
+unfinished ones and starts missing ones.
 """
 
 from __future__ import annotations
@@ -177,18 +178,32 @@ def _rounds_done(cell: Cell) -> int | None:
     return len(run.finished_rounds()) if run.config_path.is_file() else None
 
 
+def _stopped_early(cell: Cell) -> str | None:
+    """The stopping rule (al.stop) that ended the cell's run early, or None."""
+    run = RunDir(cell.path)
+    return run.stopped_by() if cell.config.al.stop.rules and run.config_path.is_file() else None
+
+
 def _skip_finished(cell: Cell, at: str, show_progress: bool) -> bool:
-    """Whether the cell's run has all its rounds (then say it is skipped); `at` prefixes the line."""
+    """Whether the cell's run has all its rounds, or a stopping rule ended it (then say it is skipped); `at`
+    prefixes the line."""
     done, total = _rounds_done(cell) or 0, cell.config.al.rounds
     if done >= total:
         _say(show_progress, f"{at}{cell.label}: finished ({done}/{total} rounds), skipped")
-    return done >= total
+        return True
+    if (rule := _stopped_early(cell)) is not None:
+        _say(show_progress, f"{at}{cell.label}: stopped early by {rule} after round {done - 1}, skipped")
+        return True
+    return False
 
 
 def _say_if_stopped(cell: Cell, at: str, show_progress: bool) -> None:
-    """After running a cell: say so if it still lacks rounds (e.g. a human annotator's labels)."""
+    """After running a cell: say so if it still lacks rounds (e.g. a human annotator's labels), or a stopping
+    rule ended it early."""
     done, total = _rounds_done(cell) or 0, cell.config.al.rounds
-    if done < total:
+    if done < total and (rule := _stopped_early(cell)) is not None:
+        _say(show_progress, f"{at}{cell.label}: stopped early by {rule} after round {done - 1} of {total}")
+    elif done < total:
         _say(show_progress, f"{at}{cell.label}: stopped at {done}/{total} rounds; re-run to continue")
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from star.experiments.figures import FIGURES
+from star.experiments.figures import figures, has_cost_axis
 from star.experiments.render import Block
 from star.experiments.statistics import PHASES
+from star.experiments.stopping import stopping_blocks
 
 
 def _pm(stat: dict[str, float] | None, digits: int = 3, signed: bool = False) -> str:
@@ -52,16 +53,22 @@ def _reach(arm: dict[str, Any], s: dict[str, Any]) -> str:
     return "not reached" if arm["labels_to_reach_random"] is None else str(arm["labels_to_reach_random"])
 
 
+def _cost(arm: dict[str, Any], stat: dict[str, float] | None = None) -> str:
+    """An arm's cumulative annotation cost (default: the final round's) as 'mean ± std unit', or '-'."""
+    stat = stat or arm["final_cost"]
+    return "-" if stat is None else f"{_pm(stat, digits=1)} {', '.join(arm['cost_units'])}"
+
+
 def _summary_blocks(s: dict[str, Any]) -> list[Block]:
-    """One row per arm: final accuracy, AULC, final ECE, labels to reach random, seconds."""
+    """One row per arm: final accuracy, AULC, final ECE, annotation cost, labels to reach random, seconds."""
     target = "-" if s["random_arm"] is None else f"{s['random_final_accuracy']:.3f} ({s['random_arm']})"
-    headers = ["arm", "strategy", "seeds", "final accuracy", "AULC", "final ECE", f"labels to reach random {target}",
-               "score s", "label s", "train s", "eval s", "round s", "run s"]
+    headers = ["arm", "strategy", "seeds", "final accuracy", "AULC", "final ECE", "annotation cost",
+               f"labels to reach random {target}", "score s", "label s", "train s", "eval s", "round s", "run s"]
     rows = []
     for a in s["arms"]:
         sec = [f"{a['seconds'][p]:.1f}" if p in a["seconds"] else "-" for p in (*PHASES, "run_total")]
         rows.append([a["name"], ", ".join(a["strategies"]), ", ".join(str(x) for x in a["seeds"]) or "-",
-                     _pm(a["final_accuracy"]), _pm(a["aulc"]), _pm(a["final_ece"]), _reach(a, s), *sec])
+                     _pm(a["final_accuracy"]), _pm(a["aulc"]), _pm(a["final_ece"]), _cost(a), _reach(a, s), *sec])
     return [("h2", "Summary"), ("p", "mean ± std over seeds; seconds are means per round (run s: per run)."),
             ("table", headers, rows)]
 
@@ -166,6 +173,19 @@ def _round_blocks(s: dict[str, Any], key: str, title: str) -> list[Block]:
     return [("h2", title), ("table", ["round", "labels", *[a["name"] for a in arms]], rows)]
 
 
+def _cost_blocks(s: dict[str, Any]) -> list[Block]:
+    """Accuracy against cumulative annotation cost per round (when some run's unit is not labels)."""
+    if not has_cost_axis(s):
+        return []
+    arms = [a for a in s["arms"] if a["rounds"]]
+    n = max((len(a["rounds"]) for a in arms), default=0)
+    rows = [[str(t), *[f"{_pm(a['rounds'][t]['accuracy'])} @ {_cost(a, a['rounds'][t]['cost'])}"
+                       if t < len(a["rounds"]) else "-" for a in arms]] for t in range(n)]
+    text = ("Each cell: accuracy @ cumulative annotation cost after the round (mean ± std over seeds, in"
+            " al.cost.unit; runs recorded before costs existed cost one per label).")
+    return [("h2", "Accuracy against annotation cost"), ("p", text), ("table", ["round", *[a["name"] for a in arms]], rows)]
+
+
 def _reliability_blocks(s: dict[str, Any]) -> list[Block]:
     """Pooled final-round reliability bins: accuracy / confidence (count) per arm."""
     arms = [a for a in s["arms"] if a["reliability"]]
@@ -187,7 +207,8 @@ def _reliability_blocks(s: dict[str, Any]) -> list[Block]:
 
 def _runs_blocks(s: dict[str, Any]) -> list[Block]:
     """Every run and its status; unfinished ones are excluded from the numbers."""
-    rows = [[r["arm"], "-" if r["seed"] is None else str(r["seed"]), r["status"],
+    rows = [[r["arm"], "-" if r["seed"] is None else str(r["seed"]),
+             r["status"] + (f" (stopped early by {r['stopped_by']})" if r.get("stopped_by") else ""),
              f"{r['rounds_done']}/{r['rounds_total'] if r['rounds_total'] is not None else '?'}", r["path"]]
             for r in s["runs"]]
     bad = sum(r["status"] != "finished" for r in s["runs"])
@@ -203,8 +224,10 @@ def document(s: dict[str, Any]) -> list[Block]:
     blocks += _setup_blocks(s) + _summary_blocks(s) + _paired_blocks(s)
     blocks += _bootstrap_blocks(s)
     blocks += _round_blocks(s, "accuracy", "Accuracy per round") + _round_blocks(s, "ece", "ECE per round")
+    blocks += _cost_blocks(s)
+    blocks += stopping_blocks(s)
     blocks += _reliability_blocks(s) + _runs_blocks(s)
-    blocks += [("h2", "Figures"), *[("img", file, alt) for file, alt in FIGURES]]
+    blocks += [("h2", "Figures"), *[("img", file, alt) for file, alt in figures(s)]]
     blocks += [("h2", "Definitions"), ("list", [f"{k}: {v}" for k, v in s["formulas"].items()])]
     return blocks
 

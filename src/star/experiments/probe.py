@@ -207,7 +207,8 @@ def train_live(data: ProbeData, labelled: list[Example], size: int, training: tu
     reset_adapter(model, derive_seed(cfg.seed, size, "init"))
     prompts = encode_prompts(tok, [data.task.prompt(e.question) for e in labelled], cfg.train.max_prompt_tokens,
                              system=data.task.system_prompt)
-    responses = encode_responses(tok, [data.task.target(e.answer or "") for e in labelled], cfg.train.max_answer_tokens)
+    responses = encode_responses(tok, [data.task.target_for(e, e.answer or "") for e in labelled],
+                                 cfg.train.max_answer_tokens)
     train = cfg.train.model_copy(update={"weight_decay_b": training[0], "b_penalty": training[1]})
     stats = train_adapter(model, prompts, responses, data.pad_id, train, derive_seed(cfg.seed, size, "train"),
                           data.show_progress)

@@ -117,8 +117,8 @@ def mc_calibration(data: ProbeData, result: EvalResult, ps: Sequence[float],
 
 def _mc_option_confidence(data: ProbeData, result: EvalResult, p: float, seed: int) -> np.ndarray:
     """(n,) probability of each chosen option, renormalised over the options, averaged over K passes at p."""
-    options = encode_responses(data.loaded.tokenizer, data.task.choice_texts() or [],
-                               data.config.train.max_answer_tokens)
+    options = [encode_responses(data.loaded.tokenizer, data.task.choice_texts_for(e) or [],
+                                data.config.train.max_answer_tokens) for e in data.test]  # (n, C) each its own
     with dropout_rate(data.loaded.model, p):
         logp = option_logprobs(data.loaded.model, data.test_prompts, options, data.pad_id, data.config.eval.batch_size,
                                passes=data.config.al.mc_passes, seed=seed, desc="evaluate (options, MC)",

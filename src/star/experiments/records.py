@@ -31,11 +31,12 @@ class RunRecord:
     seed: int | None = None
     items: ItemCorrectness | None = None  # per-item correctness of every finished round, if recorded
     items_missing: str | None = None  # why `items` is None (when known)
+    stopped_by: str | None = None  # the stopping rule (al.stop) that ended the run early, if one did
 
     @property
     def finished(self) -> bool:
-        """Whether every round of `al.rounds` has its metrics.json."""
-        return self.config is not None and len(self.metrics) >= self.config.al.rounds
+        """Whether every round of `al.rounds` has its metrics.json, or a stopping rule ended the run early."""
+        return self.config is not None and (len(self.metrics) >= self.config.al.rounds or self.stopped_by is not None)
 
     @property
     def rounds_total(self) -> int | None:
@@ -58,7 +59,9 @@ def load_record(path: str | os.PathLike[str], arm: str | None = None) -> RunReco
             raise RunStateError(f"{run.metrics_path(t)} lacks numeric {', '.join(missing)}",
                                 hint="delete it and resume the run to redo the round")
     items, missing = read_items(run, metrics)
-    return RunRecord(run.path, arm or config.al.strategy, config, metrics, config.seed, items, missing)
+    stop = metrics[-1].get("stop") if metrics else None
+    stopped_by = stop.get("stopped_by") if isinstance(stop, dict) else None
+    return RunRecord(run.path, arm or config.al.strategy, config, metrics, config.seed, items, missing, stopped_by)
 
 
 def _grid_runs(folder: Path) -> list[RunRecord]:

@@ -12,10 +12,13 @@ the run's `al.strategy`. Every number is computed over an arm's finished runs (o
   al.strategy=random); "not reached" otherwise; absent when there is no random arm;
 - reliability = the final round's bins of every run, pooled: counts summed, confidence and
   accuracy count-weighted; pooled ECE = sum_b n_b / N |acc_b - conf_b| over those bins;
-- seconds per phase = mean over all (run, round) pairs of metrics.json's `seconds`.
+- seconds per phase = mean over all (run, round) pairs of metrics.json's `seconds`;
+- cumulative annotation cost per round = metrics.json's cost.total (al.cost.unit), mean +/- std over
+  runs; a run recorded before costs existed costs its label count (unit "label").
 
 A run with fewer finished rounds than `al.rounds` is unfinished: it is listed, and left out of
-every number (so each arm's curve averages the same rounds over the same seeds).
+every number (so each arm's curve averages the same rounds over the same seeds). A run a stopping
+rule ended early (al.stop) is finished; an arm's numbers then cover the rounds all its runs have.
 
 The bootstrap intervals and verdicts of the paired differences are `star.experiments.intervals`.
 """
@@ -44,7 +47,11 @@ FORMULAS = {
               " accuracy (or AULC) minus the reference's; mean and std of those differences, and the seeds"
               " where the arm's final accuracy is higher / equal / lower",
     "seconds": "mean over all (run, round) pairs of metrics.json seconds",
-    "unfinished": "runs with fewer finished rounds than al.rounds are listed and excluded from every number",
+    "cost": "cumulative annotation cost after each round (metrics.json cost.total, in al.cost.unit): mean and std"
+            " over runs; runs recorded before costs existed cost one per label",
+    "unfinished": "runs with fewer finished rounds than al.rounds are listed and excluded from every number; a run"
+                  " a stopping rule ended early (al.stop) counts as finished, and an arm's numbers then cover the"
+                  " rounds all its finished runs have",
 }
 _EPS = 1e-12
 
@@ -107,11 +114,24 @@ def _mean_seconds(runs: Sequence[RunRecord]) -> dict[str, float]:
     return out
 
 
+def total_cost(m: dict[str, Any]) -> float:
+    """Cumulative annotation cost after a round (its metrics.json); a round recorded before costs: its labels."""
+    cost = m.get("cost")
+    return float(cost["total"]) if isinstance(cost, dict) else float(m["labels"])
+
+
+def cost_unit(rec: RunRecord) -> str:
+    """The unit a run's costs are recorded in ("label" for runs recorded before costs existed)."""
+    cost = rec.metrics[0].get("cost") if rec.metrics else None
+    return str(cost["unit"]) if isinstance(cost, dict) else "label"
+
+
 def _round_stats(done: Sequence[RunRecord], n: int) -> list[dict[str, Any]]:
-    """Per round t < n: labels (of the first run), accuracy and ECE mean +/- std over runs."""
+    """Per round t < n: labels (of the first run), accuracy, ECE and cumulative cost mean +/- std over runs."""
     return [{"round": t, "labels": int(done[0].metrics[t]["labels"]),
              "accuracy": mean_std([r.metrics[t]["accuracy"] for r in done]),
-             "ece": mean_std([r.metrics[t]["ece"] for r in done])} for t in range(n)]
+             "ece": mean_std([r.metrics[t]["ece"] for r in done]),
+             "cost": mean_std([total_cost(r.metrics[t]) for r in done])} for t in range(n)]
 
 
 def _run_aulc(rec: RunRecord, n: int) -> float:
@@ -127,12 +147,14 @@ def arm_summary(name: str, recs: Sequence[RunRecord]) -> dict[str, Any]:
         "seeds": [r.seed for r in done], "n_runs": len(done), "n_unfinished": len(recs) - len(done),
         "rounds": [], "final_accuracy": None, "final_ece": None, "aulc": None, "seconds": {}, "reliability": None,
         "labels_to_reach_random": None, "reached_random": None,
+        "cost_units": sorted({cost_unit(r) for r in done}), "final_cost": None,
     }
     if not done:
         return out
     n = min(len(r.metrics) for r in done)
     out["rounds"] = _round_stats(done, n)
     out["final_accuracy"], out["final_ece"] = out["rounds"][-1]["accuracy"], out["rounds"][-1]["ece"]
+    out["final_cost"] = out["rounds"][-1]["cost"]
     out["aulc"] = mean_std([_run_aulc(r, n) for r in done])
     out["seconds"] = _mean_seconds(done)
     out["reliability"] = pool_reliability([r.metrics[n - 1].get("reliability") or [] for r in done])

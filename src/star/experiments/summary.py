@@ -13,10 +13,11 @@ from star.experiments.intervals import add_intervals, describe
 from star.experiments.items import items_json
 from star.experiments.records import RunRecord
 from star.experiments.settings import EVALUATED, setting_differences
-from star.experiments.statistics import FORMULAS, add_labels_to_reach, add_paired, arm_summary, random_arm
+from star.experiments.statistics import FORMULAS, add_labels_to_reach, add_paired, arm_summary, random_arm, total_cost
+from star.experiments.stopping import stop_entries
 
 KNOBS = ("model.name", "task.name", "task.pool_size", "task.test_size", "al.score_subsample",
-         "al.initial", "al.query", "al.rounds", "al.response")
+         "al.initial", "al.query", "al.rounds", "al.response", "al.cost.unit")
 
 
 def _paired_reference(arms: Sequence[dict[str, Any]], name: str | None,
@@ -35,8 +36,9 @@ def _run_entry(r: RunRecord) -> dict[str, Any]:
     """One run's status, and its labels and accuracy per finished round."""
     status = "finished" if r.finished else ("not started" if r.config is None else "unfinished")
     return {"path": str(r.path), "arm": r.arm, "seed": r.seed, "rounds_done": len(r.metrics),
-            "rounds_total": r.rounds_total, "status": status,
-            "labels": [m["labels"] for m in r.metrics], "accuracy": [m["accuracy"] for m in r.metrics]}
+            "rounds_total": r.rounds_total, "status": status, "stopped_by": r.stopped_by,
+            "labels": [m["labels"] for m in r.metrics], "accuracy": [m["accuracy"] for m in r.metrics],
+            "cost": [total_cost(m) for m in r.metrics]}
 
 
 def summarise(records: Sequence[RunRecord], paired_with: str | None = None,
@@ -64,9 +66,11 @@ def summarise(records: Sequence[RunRecord], paired_with: str | None = None,
         "random_arm": None if reference is None else reference["name"],
         "random_final_accuracy": None if reference is None else reference["final_accuracy"]["mean"],
         "paired_with": None if paired_ref is None else paired_ref["name"],
+        "cost_units": sorted({u for a in arms for u in a["cost_units"]}),
         "arms": arms,
         "bootstrap": boot,
         "comparisons": comparisons,
+        "stopping": stop_entries(records),
         "runs": [_run_entry(r) for r in records],
         "items": items_json([(str(r.path), r.items, r.items_missing or "no per-item data")
                              for r in records if r.config is not None]),

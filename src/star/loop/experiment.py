@@ -20,6 +20,7 @@ from star.engine.placement import engine_label, load_for_engine
 from star.engine.training import check_b_penalty
 from star.errors import ConfigError
 from star.parallel import distributed
+from star.store.embeddings import EmbeddingCache
 from star.store.labels import LabelStore
 from star.store.lock import RunLock
 from star.store.runs import RunDir
@@ -48,6 +49,7 @@ class Experiment:
     dist: distributed.Dist = field(default_factory=distributed.Dist)
     show_progress: bool = True
     base_scores: dict[str, float] = field(default_factory=dict)  # id -> u_base (the strategy's measure)
+    embedding_cache: EmbeddingCache | None = None  # the base model's prompt embeddings (loop/embeddings.py)
     live_round: int = -1  # round whose adapter is loaded; -1 = fresh
     lock: RunLock | None = None  # held by the main process while it writes the run (store/lock.py)
     annotator: Annotator | None = None  # al.annotator's, built once by setup (None: the oracle)

@@ -26,8 +26,10 @@ from star.engine.batching import encode_responses
 from star.engine.evaluation import evaluate
 from star.engine.generation import generate
 from star.engine.training import train_adapter
+from star.loop.cost import cost_metrics
 from star.loop.experiment import Experiment, load_live_adapter, log_start, setup
 from star.loop.selection import select_round
+from star.loop.stopping import stop_answers, stop_record, stopped_early
 from star.parallel import signals
 from star.parallel.params import adapter_state
 from star.store.io import write_json, write_jsonl
@@ -47,7 +49,8 @@ def train_round(exp: Experiment, t: int) -> dict[str, Any]:
     labels = exp.store.up_to(t)
     position = {e.id: i for i, e in enumerate(exp.pool)}
     prompts = [exp.pool_prompts[position[lab.example_id]] for lab in labels]
-    responses = encode_responses(exp.model.tokenizer, [exp.task.target(lab.answer) for lab in labels], cfg.train.max_answer_tokens)
+    targets = [exp.task.target_for(exp.pool[position[lab.example_id]], lab.answer) for lab in labels]
+    responses = encode_responses(exp.model.tokenizer, targets, cfg.train.max_answer_tokens)
     stats = train_adapter(exp.model.model, prompts, responses, exp.pad_id, cfg.train,
                           derive_seed(cfg.seed, t, "train"), exp.show_progress, dist=exp.dist)
     state = adapter_state(exp.model.model) if exp.dist.sharded else None  # whole tensors: every process takes part
@@ -117,6 +120,10 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
     if exp.dist.is_main:
         write_jsonl(exp.run.predictions_path(t), result.predictions)
     seconds["eval"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    stop_set = stop_answers(exp, t)  # the stop set's answers: [] and no work unless kappa or uncertainty is a rule
+    if stop_set:
+        seconds["stop"] = time.perf_counter() - clock
     seconds["total"] = sum(seconds.values())
     metrics = {
         "round": t, "labels": len(exp.store.up_to(t)), "acquired": len(exp.store.in_round(t)),
@@ -124,8 +131,10 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
         "strategy": "random" if t == 0 else cfg.al.strategy, "lambda": lam_t,
         "accuracy": result.accuracy, "accuracy_norm": result.accuracy_norm, "eval_mode": result.mode,
         "ece": result.ece, "mean_confidence": result.mean_confidence, "n_test": result.n, "train": train,
-        "seconds": seconds, "reliability": result.reliability, **extra,
+        "seconds": seconds, "reliability": result.reliability, "cost": cost_metrics(exp, t), **extra,
     }
+    if exp.dist.is_main and cfg.al.stop.rules:  # after every other entry: the budget reads metrics["cost"]
+        metrics["stop"] = stop_record(exp, t, metrics, stop_set)
     if exp.dist.is_main:
         exp.run.seal_round(t)  # the round's files as written, recorded just before metrics.json
         write_json(exp.run.metrics_path(t), metrics)
@@ -154,10 +163,13 @@ def run(config: RunConfig | dict[str, Any] | None = None, resume: str | Path | N
                 if exp.dist.is_main:
                     log_start(exp, resumed=resume is not None)
                 with track_run(exp.config, exp.run, enabled=exp.dist.is_main) as tracking:  # main process only
-                    for t in range(len(exp.run.finished_rounds()), exp.config.al.rounds):
+                    first = exp.config.al.rounds if stopped_early(exp) else len(exp.run.finished_rounds())
+                    for t in range(first, exp.config.al.rounds):  # a run a stopping rule ended stays stopped
                         if run_round(exp, t) is None:
                             break
                         tracking.sync()  # round t's metrics.json is written: send it (step = t)
+                        if stopped_early(exp):
+                            break
             metrics = exp.run.metrics()
             if show_progress and exp.dist.is_main:
                 print_rounds(metrics, exp.run.path)

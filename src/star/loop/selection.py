@@ -7,6 +7,8 @@ import numpy as np
 from star.al.seeds import derive_seed
 from star.al.strategies import ScoreInputs, get_strategy
 from star.errors import PoolExhaustedError
+from star.loop.cost import estimate_costs, within_budget
+from star.loop.embeddings import round_embeddings
 from star.loop.experiment import Experiment, load_live_adapter
 from star.loop.scoring import ensure_base_scores, pool_uncertainty
 
@@ -38,17 +40,23 @@ def select_round(exp: Experiment, t: int) -> tuple[list[str], float | None]:
     ids = [exp.pool[i].id for i in idx]
     if t > 0 or cfg.al.score_subsample is None:  # round 0 scores the whole pool only when unsubsampled
         ensure_base_scores(exp, idx)
+    embeddings, labelled_embeddings = round_embeddings(exp, t, idx)  # (n, d), (m, d); None without uses_embeddings
     u_base = np.array([exp.base_scores[i] for i in ids]) if all(i in exp.base_scores for i in ids) and exp.base_scores else None
-    strategy, lam_t, u_full = exp.strategy, None, None
+    strategy, lam_t, u_full, scored = exp.strategy, None, None, None
     if t == 0:
         strategy = get_strategy("random")  # L0 is a random draw, whatever the strategy
     else:
         lam_t = cfg.al.lambda_at(t - 1)
         if strategy.uses_full and strategy.measure is not None:
             load_live_adapter(exp, t - 1)
-            u_full = pool_uncertainty(exp, idx, use_base=False, seed=derive_seed(cfg.seed, t, "mc")).mean(strategy.measure)
+            scored = pool_uncertainty(exp, idx, use_base=False, seed=derive_seed(cfg.seed, t, "mc"))
+            u_full = scored.value(strategy.measure)
+    cost = estimate_costs(exp, t, idx, scored.answers if scored is not None else None)  # (n,) al.cost's estimates
     rng = np.random.default_rng(derive_seed(cfg.seed, t, "initial" if t == 0 else "select"))
-    scores, chosen = strategy.select(ScoreInputs(u_base, u_full, lam_t or 0.0, rng, len(idx)), k)
+    scores, chosen = strategy.select(ScoreInputs(u_base, u_full, lam_t or 0.0, rng, len(idx), embeddings=embeddings,
+                                                 labelled_embeddings=labelled_embeddings,
+                                                 cost=cost if cfg.al.cost.aware else None), k)
+    chosen = within_budget(exp, t, chosen, cost)  # the last round may take fewer than k (al.stop.budget)
     if exp.dist.is_main:
         exp.run.write_scores(t, ids, u_base, u_full, scores, chosen)
     return [ids[int(c)] for c in chosen], lam_t

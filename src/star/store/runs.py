@@ -6,6 +6,8 @@
     DIR/round-<t>/scores.jsonl   id, u_base, u_full, score, selected per scored pool example
     DIR/round-<t>/adapter/       LoRA adapter of model t (safetensors)
     DIR/round-<t>/predictions.jsonl  test-set answers of model t
+    DIR/round-<t>/embeddings.npz the base model's prompt embeddings first computed in round t (store/embeddings.py)
+    DIR/round-<t>/stop_set.jsonl model t's answers on the stop set (al.stop: kappa, uncertainty)
     DIR/round-<t>/manifest.json  size and SHA-256 of the round's files (and of base_scores.jsonl) as written
     DIR/round-<t>/metrics.json   written last: round t is finished when it and every recorded file are whole
     DIR/run.lock                 held by the one process writing the run (store/lock.py)
@@ -76,6 +78,14 @@ class RunDir:
 
     def manifest_path(self, t: int) -> Path:
         return self.round_dir(t) / "manifest.json"
+
+    def embeddings_path(self, t: int) -> Path:
+        """round-t/embeddings.npz: prompt embeddings first computed in round t (diversity strategies only)."""
+        return self.round_dir(t) / "embeddings.npz"
+
+    def stop_set_path(self, t: int) -> Path:
+        """round-t/stop_set.jsonl: model t's answers on the stopping rules' stop set (al.stop)."""
+        return self.round_dir(t) / "stop_set.jsonl"
 
     @classmethod
     def refuse_existing(cls, path: str | os.PathLike[str]) -> None:
@@ -205,6 +215,14 @@ class RunDir:
     def metrics(self) -> list[dict[str, Any]]:
         """metrics.json of every finished round, in order."""
         return [read_json(self.metrics_path(t)) for t in self.finished_rounds()]
+
+    def stopped_by(self) -> str | None:
+        """The stopping rule that ended the run early (its last finished round's metrics.json "stop"), or None."""
+        done = self.finished_rounds()
+        if not done:
+            return None
+        stop = read_json(self.metrics_path(done[-1])).get("stop")
+        return stop.get("stopped_by") if isinstance(stop, dict) else None
 
     def remove_temporaries(self) -> list[Path]:
         """Delete temp files and folders of atomic writes left by processes no longer running; return them."""

@@ -46,6 +46,11 @@ class Task(ABC):
     def target(self, answer: str) -> str:
         """The assistant text the model is trained to produce for a label `answer`."""
 
+    def target_for(self, example: Example, answer: str) -> str:
+        """The training target of label `answer` for `example`: `target(answer)` unless the target depends on the
+        example (cloze-style OBQA trains on the gold option's text)."""
+        return self.target(answer)
+
     @abstractmethod
     def extract(self, text: str) -> str | None:
         """The canonical final answer in a model output, or None if there is none."""
@@ -81,3 +86,8 @@ class Task(ABC):
         if self.choices is None:
             return None
         return [self.target(c) for c in self.choices]
+
+    def choice_texts_for(self, example: Example) -> list[str] | None:
+        """The continuations scored for `example`, one per entry of `choices`, in that order: `choice_texts()`
+        unless each example has its own option texts (cloze-style OBQA)."""
+        return self.choice_texts()

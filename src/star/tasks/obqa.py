@@ -1,4 +1,10 @@
-"""OpenBookQA: four-option science questions ('AnswerA ... AnswerD'); the target is one letter.
+"""OpenBookQA: four-option science questions ('AnswerA ... AnswerD'), labelled with a letter A-D.
+
+Two option styles (`task.option_style`), the label a letter either way:
+  - letter: the prompt is the whole question, options listed; the target is the letter.
+  - cloze (as lm-evaluation-harness): the prompt is the question stem alone, and the scored (and
+    trained) answers are the four option texts; the target is the gold option's text.
+People and LLM annotators always see the whole question and answer with a letter.
 
 Extraction rule (the result is 'A'-'D'), first rule that hits:
   1. the letter after the last 'answer is' / 'answer:' / 'answer =' ('The correct answer is B',
@@ -15,8 +21,14 @@ because 'A plant needs ...' is the article; a lowercase letter never is ('the an
 from __future__ import annotations
 
 import re
+from functools import lru_cache
+from typing import Any
 
+from star.config import TaskConfig
+from star.errors import DataError
+from star.tasks.base import Example
 from star.tasks.files import FileTask
+from star.tasks.sources import Rows
 
 LETTERS = ("A", "B", "C", "D")
 _PRE = r"[\s\"'*:]*"
@@ -30,6 +42,18 @@ _ANYWHERE = re.compile(
 )
 _ENDS = re.compile(r"[ \t]*(?:[).\]:,;]|\n|$)")
 _LABEL = re.compile(r"\s*(?:the\s+correct\s+answer\s+is\s*:?\s*)?[(\[]?\s*([A-Da-d])\s*[)\]]?\s*[.:]?\s*", re.IGNORECASE)
+
+_OPTIONS = re.compile(r"(?P<stem>.*?)\s*" + "".join(rf"\n\s*Answer{c}\s*:?\s*(?P<{c}>.*?)\s*" for c in LETTERS)
+                      + r"(?:\n\s*The correct answer is\s*:?\s*)?", re.DOTALL)
+
+
+@lru_cache(maxsize=8192)
+def split_options(question: str) -> tuple[str, tuple[str, ...]] | None:
+    """(stem, the four option texts A-D) of a question written 'stem\\nAnswerA: ...\\nAnswerD: ...', or None."""
+    m = _OPTIONS.fullmatch(question)
+    if m is None or not m.group("stem") or not all(m.group(c) for c in LETTERS):
+        return None
+    return m.group("stem"), tuple(m.group(c) for c in LETTERS)
 
 
 def _group(m: re.Match[str]) -> str:
@@ -81,8 +105,44 @@ class OBQATask(FileTask):
     choices = LETTERS
     id_prefix = "obqa"
 
+    def __init__(self, config: TaskConfig) -> None:
+        super().__init__(config)
+        self.cloze = config.option_style == "cloze"
+
+    def prompt(self, question: str) -> str:
+        return self._options(question)[0] if self.cloze else question
+
     def target(self, answer: str) -> str:
+        if self.cloze:
+            raise ValueError("cloze-style OBQA trains on the gold option's text, which depends on the question;"
+                             " call target_for(example, answer)")
         return self.gold_answer(answer)
+
+    def target_for(self, example: Example, answer: str) -> str:
+        if not self.cloze:
+            return self.target(answer)
+        return self._options(example.question)[1][LETTERS.index(self.gold_answer(answer))]
+
+    def choice_texts(self) -> list[str] | None:
+        return None if self.cloze else super().choice_texts()
+
+    def choice_texts_for(self, example: Example) -> list[str] | None:
+        return list(self._options(example.question)[1]) if self.cloze else self.choice_texts()
+
+    def _options(self, question: str) -> tuple[str, tuple[str, ...]]:
+        """(stem, option texts) of a question; rows that cannot be split are refused at load."""
+        parts = split_options(question)
+        if parts is None:
+            raise ValueError(f"OBQA question without four 'AnswerA: ...' to 'AnswerD: ...' lines: {question!r:.80}")
+        return parts
+
+    def _example(self, rows: Rows, number: int, record: dict[str, Any]) -> Example:
+        example = super()._example(rows, number, record)
+        if self.cloze and split_options(example.question) is None:
+            raise DataError(f"{rows.at(number)}: task.option_style=cloze needs the question stem followed by one line"
+                            " per option, 'AnswerA: ...' to 'AnswerD: ...'; this question has not got them",
+                            hint="fix the question, or set task.option_style=letter to list the options as they are")
+        return example
 
     def extract(self, text: str) -> str | None:
         m = _match(text)
@@ -100,6 +160,8 @@ class OBQATask(FileTask):
         return None if m is None else m.span(_group(m))
 
     def answer_complete(self, text: str) -> bool:
+        if self.cloze:  # the answer is an option's text: it ends at EOS
+            return False
         m = _strong_match(text)
         return m is not None and _settled(text[m.end("letter"):])
 

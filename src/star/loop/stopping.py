@@ -1,0 +1,141 @@
+"""Stopping rules in the loop: the stop set, each model's answers on it, and the "stop" record of metrics.json.
+
+The stop set is al.stop.set_size pool examples drawn once from the run's seed (the same on resume).
+After training, model t answers it once (only when kappa or uncertainty is among al.stop.rules), and
+round-t/stop_set.jsonl keeps the answers (id, prediction, uncertainty), so a resumed run computes kappa
+against earlier models without running them again. The rules themselves are star.al.stopping.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from star.al.seeds import derive_seed
+from star.al.stopping import (
+    AccuracyRule,
+    BudgetRule,
+    History,
+    KappaRule,
+    Rule,
+    UncertaintyRule,
+    evaluate,
+    first_holding,
+)
+from star.config import RunConfig
+from star.engine.answers import model_answers
+from star.engine.precision import autocast
+from star.loop.experiment import Experiment, load_live_adapter
+from star.store.io import read_jsonl, write_jsonl
+from star.store.validate import jsonl_problem, record_problem
+
+log = logging.getLogger("star")
+_FILE = "stop_set.jsonl"
+
+
+@dataclass
+class StopAnswers:
+    """One model's answers on the stop set, in stop-set order."""
+
+    predictions: list[str | None]
+    uncertainty: np.ndarray  # (m,) PE of each answer
+
+
+def rules_of(config: RunConfig) -> list[Rule]:
+    """The rules al.stop.rules names, in that order, with their thresholds."""
+    stop = config.al.stop
+    build = {"kappa": lambda: KappaRule(stop.kappa, stop.window), "uncertainty": lambda: UncertaintyRule(stop.uncertainty),
+             "accuracy": lambda: AccuracyRule(stop.accuracy), "budget": lambda: BudgetRule(stop.budget)}
+    return [build[name]() for name in stop.rules]
+
+
+def stop_set(exp: Experiment) -> list[int]:
+    """Pool indices of the stop set, sorted: a seeded sample of al.stop.set_size (all of a smaller pool)."""
+    n, size = len(exp.pool), exp.config.al.stop.set_size
+    if size >= n:
+        return list(range(n))
+    rng = np.random.default_rng(derive_seed(exp.config.seed, 0, "stop"))
+    return sorted(int(i) for i in rng.choice(n, size=size, replace=False))
+
+
+def _answer(exp: Experiment, s: int, idx: list[int]) -> StopAnswers:
+    """Model s answers the stop set (every process takes part); the main process writes and records the file."""
+    load_live_adapter(exp, s)
+    cfg = exp.config
+    with autocast(cfg.al.precision, exp.model.device):
+        preds, u = model_answers(exp.model.model, exp.model.tokenizer, exp.task, [exp.pool[i] for i in idx],
+                                 [exp.pool_prompts[i] for i in idx], exp.pad_id, mode=cfg.eval.resolved_mode(cfg.task),
+                                 max_new_tokens=cfg.al.max_new_tokens, batch_size=cfg.al.batch_size,
+                                 max_answer_tokens=cfg.train.max_answer_tokens, show_progress=exp.show_progress,
+                                 dist=exp.dist)
+    if exp.dist.is_main:
+        write_jsonl(exp.run.stop_set_path(s), ({"id": exp.pool[i].id, "prediction": p, "uncertainty": float(v)}
+                                               for i, p, v in zip(idx, preds, u)))
+        exp.run.record(s, [_FILE])
+    return StopAnswers(preds, np.asarray(u, dtype=np.float64))
+
+
+def _saved(exp: Experiment, s: int, ids: list[str]) -> StopAnswers | None:
+    """Model s's answers as round-s/stop_set.jsonl recorded them; None when missing, damaged or of another set."""
+    path = exp.run.stop_set_path(s)
+    record = exp.run.recorded(s).get(_FILE)
+    problem = (record_problem(path, record) if record is not None and exp.run.sealed
+               else jsonl_problem(path, ("id", "prediction", "uncertainty")))
+    if problem is not None:
+        return None
+    rows = read_jsonl(path)
+    if [r.get("id") for r in rows] != ids:
+        return None
+    return StopAnswers([r["prediction"] for r in rows], np.array([r["uncertainty"] for r in rows], dtype=np.float64))
+
+
+def stop_answers(exp: Experiment, t: int) -> list[StopAnswers]:
+    """The stop-set answers the rules read after round t: models max(0, t - window) .. t, oldest first.
+
+    Model t (live after training) answers now; earlier models' answers are read back from their round
+    folders; only those missing or damaged are answered again, by their saved adapters. Every process calls this.
+    """
+    if not exp.config.al.stop.needs_stop_set:
+        return []
+    idx = stop_set(exp)
+    ids = [exp.pool[i].id for i in idx]
+    first = max(0, t - exp.config.al.stop.window) if "kappa" in exp.config.al.stop.rules else t
+    earlier = {s: _saved(exp, s, ids) for s in range(first, t)}  # read before this call writes anything
+    current = _answer(exp, t, idx)
+    for s, answers in earlier.items():
+        if answers is None:
+            log.info("round %d: stop-set answers missing or damaged; model %d answers the stop set again", t, s)
+            earlier[s] = _answer(exp, s, idx)
+    return [*(earlier[s] for s in range(first, t)), current]  # type: ignore[misc]
+
+
+def stop_record(exp: Experiment, t: int, metrics: dict[str, Any], answers: list[StopAnswers]) -> dict[str, Any]:
+    """metrics.json's "stop" of round t: every rule's value and verdict, and the rule that stops the run (the
+    first that holds, in al.stop.rules order; only when al.stop.enforce and rounds remain), else None."""
+    stop = exp.config.al.stop
+    cost = metrics.get("cost")
+    total = float(cost["total"]) if isinstance(cost, dict) and "total" in cost else float(metrics["labels"])
+    history = History(accuracy=[float(metrics["accuracy"])], labels=[int(metrics["labels"])], cost=[total],
+                      predictions=[a.predictions for a in answers],
+                      uncertainty=[float(answers[-1].uncertainty.mean())] if answers else [])
+    verdicts = evaluate(rules_of(exp.config), history)
+    holding = first_holding(verdicts)
+    stopped_by = holding if stop.enforce and t < exp.config.al.rounds - 1 else None
+    if stopped_by is not None:
+        log.info("round %d: stopping rule %s holds (value %s): the run stops early", t, stopped_by,
+                 verdicts[stopped_by].value)
+    return {"rules": {name: v.as_json() for name, v in verdicts.items()}, "stopped_by": stopped_by}
+
+
+def stopped_early(exp: Experiment) -> str | None:
+    """The rule that ended this run early, as its last finished round's metrics.json says (None: not stopped).
+    Read from disk, so every process agrees; nothing is read when al.stop.rules is empty."""
+    if not exp.config.al.stop.rules:
+        return None
+    rule = exp.run.stopped_by()
+    if rule is not None:
+        log.info("stopped early by %s after round %d", rule, len(exp.run.finished_rounds()) - 1)
+    return rule
