@@ -117,7 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", default="1000,10000,100000", help="pool sizes, comma-separated")
     p.add_argument("--subsample", choices=["on", "off", "both"], default="both")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads of each cell")
-    p.add_argument("--out", default="bench/results/pool_scaling.json")
+    p.add_argument("--out", default="docs/results/bench/pool_scaling.json")
     p.add_argument("--cell", help=argparse.SUPPRESS)  # internal: run one cell from its JSON config
     return p.parse_args(argv)
 
