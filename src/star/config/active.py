@@ -15,7 +15,7 @@ from star.al.cost import CostUnit
 from star.al.schedules import SCHEDULES, lambda_at
 from star.al.stopping import RULES as STOP_RULES
 from star.al.strategies import STRATEGIES
-from star.config.base import ANNOTATOR_NAMES, _Section
+from star.config.base import ANNOTATOR_NAMES, _Section, comma_list
 
 #: What each stopping rule's threshold option is, for the error when a named rule lacks it.
 _STOP_THRESHOLDS = {"uncertainty": ("uncertainty", "0.5, a mean stop-set PE"),
@@ -46,11 +46,7 @@ class StopConfig(_Section):
     @classmethod
     def _listed(cls, v: Any) -> Any:
         """A single name or 'a,b' (as typed on the command line) is a list of names."""
-        if v is None:
-            return []
-        if isinstance(v, str):
-            return [part.strip() for part in v.split(",") if part.strip()]
-        return v
+        return comma_list(v)
 
     @model_validator(mode="after")
     def _named_rules(self) -> StopConfig:

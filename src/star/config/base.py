@@ -3,10 +3,9 @@ config checks but cannot import (they live in higher layers)."""
 
 from __future__ import annotations
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-)
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 #: Names `al.annotator` accepts. The annotators live above this layer (star.annotation.registry);
@@ -18,3 +17,12 @@ TRACKER_NAMES = ("tensorboard", "mlflow", "wandb")
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def comma_list(v: Any) -> Any:
+    """A list option's raw value: None is [], a single name or 'a,b' (as typed on the command line) a list of names."""
+    if v is None:
+        return []
+    if isinstance(v, str):
+        return [part.strip() for part in v.split(",") if part.strip()]
+    return v

@@ -12,7 +12,7 @@ from pydantic import (
     model_validator,
 )
 
-from star.config.base import DEFAULT_MODEL, TRACKER_NAMES, _Section
+from star.config.base import DEFAULT_MODEL, TRACKER_NAMES, _Section, comma_list
 
 
 class TrackingConfig(_Section):
@@ -32,11 +32,7 @@ class TrackingConfig(_Section):
     @classmethod
     def _listed(cls, v: Any) -> Any:
         """A single name or 'a,b' (as typed on the command line) is a list of names."""
-        if v is None:
-            return []
-        if isinstance(v, str):
-            return [part.strip() for part in v.split(",") if part.strip()]
-        return v
+        return comma_list(v)
 
     @field_validator("log_with")
     @classmethod

@@ -34,7 +34,7 @@ class PromptMeans:
     calls (decoding steps, option tokens against the KV cache) are ignored.
     """
 
-    def __init__(self, mask: torch.Tensor) -> None:
+    def __init__(self, mask: torch.Tensor | None) -> None:
         self.mask, self.value, self.seen = mask, None, False
 
     def hook(self, module: nn.Module, args: tuple, output: object) -> None:
@@ -42,7 +42,7 @@ class PromptMeans:
             return
         self.seen = True
         hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]  # (B, T, H)
-        if isinstance(hidden, torch.Tensor) and hidden.shape[:2] == self.mask.shape:
+        if isinstance(hidden, torch.Tensor) and self.mask is not None and hidden.shape[:2] == self.mask.shape:
             self.value = masked_mean(hidden.detach(), self.mask)
 
     def rows(self, count: int) -> list[np.ndarray | None]:
@@ -53,13 +53,14 @@ class PromptMeans:
 
 
 @contextlib.contextmanager
-def prompt_means(model: nn.Module, mask: torch.Tensor, enabled: bool = True) -> Iterator[PromptMeans]:
+def prompt_means(model: nn.Module, mask: torch.Tensor | None, enabled: bool = True) -> Iterator[PromptMeans]:
     """Within the block, capture the prompt means of the model's first decoder forward over `mask` (B, T).
 
-    Disabled, or for a model without an exposed decoder, nothing is hooked and every row stays None.
+    Disabled (then `mask` may be None: nothing reads it), or for a model without an exposed decoder, nothing is
+    hooked and every row stays None.
     """
     means = PromptMeans(mask)
-    parts = decoder_and_head(model) if enabled else None
+    parts = decoder_and_head(model) if enabled and mask is not None else None
     handle = parts[0].register_forward_hook(means.hook) if parts is not None else None
     try:
         yield means

@@ -48,7 +48,8 @@ def _score_batch(model: nn.Module, idx: list[int], prompts: Sequence[list[int]],
     batch = collate_pairs([prompts[i] for _, i in rows], [responses[i] for _, i in rows], pad_id).to(device)
     lengths = batch.attention_mask.sum(1).tolist()
     owner = seed_rows if seed_rows is not None else range(len(prompts))
-    prompt_mask = prefix_mask([len(prompts[i]) for _, i in rows], batch.input_ids.shape[1])  # (K*B, T) right-padded
+    prompt_mask = (prefix_mask([len(prompts[i]) for _, i in rows], batch.input_ids.shape[1])  # (K*B, T) right-padded
+                   if embed else None)  # built only when asked: this is the pool-scoring loop
     with row_seeds([row_seed(seed, owner[i], k) for k, i in rows], lengths), \
             prompt_means(model, prompt_mask, enabled=embed) as means:
         pe, me = sequence_scores(model, batch)  # (K*B,) each
@@ -157,7 +158,7 @@ def _prefix_batch(model: nn.Module, idx: list[int], prompts: Sequence[list[int]]
                   embed: bool) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """`prefix_option_batch`'s (C, K) of each example, with its prompt embedding (d,) from the prompt pass (whose
     rows are pass-major and right-padded by `pad_right`) when `embed`, else None."""
-    prompt_mask = pad_right([prompts[i] for _ in range(passes) for i in idx], pad_id)[1]  # (K*B, W)
+    prompt_mask = pad_right([prompts[i] for _ in range(passes) for i in idx], pad_id)[1] if embed else None  # (K*B, W)
     with prompt_means(model, prompt_mask, enabled=embed) as means:
         logp = prefix_option_batch(model, idx, prompts, per_prompt, pad_id, passes, seed, device)
     return list(zip(logp, means.rows(len(idx))))

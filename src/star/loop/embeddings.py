@@ -32,7 +32,7 @@ def keep_captured(exp: Experiment, idx: list[int], u: Uncertainty) -> None:
 
 def _labelled_before(exp: Experiment, t: int) -> list[int]:
     """Pool positions of the examples labelled in rounds before t, in pool order."""
-    labelled = {lab.example_id for lab in exp.store.all() if lab.round < t}
+    labelled = {lab.example_id for lab in exp.store.up_to(t - 1)}  # rounds before t
     return [i for i, e in enumerate(exp.pool) if e.id in labelled]
 
 

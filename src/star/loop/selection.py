@@ -15,7 +15,7 @@ from star.loop.scoring import ensure_base_scores, pool_uncertainty
 
 def _unlabelled(exp: Experiment, t: int) -> list[int]:
     """Pool examples without a label from rounds before t (round t's own, if a resume has some, stay candidates)."""
-    labelled = {lab.example_id for lab in exp.store.all() if lab.round < t}
+    labelled = {lab.example_id for lab in exp.store.up_to(t - 1)}  # rounds before t
     return [i for i, e in enumerate(exp.pool) if e.id not in labelled]
 
 
