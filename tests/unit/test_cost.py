@@ -191,6 +191,15 @@ def test_config_refuses_cost_aware_ranking_with_unit_label_and_unknown_units() -
     assert build_config({"al": {"cost": {"unit": "tokens", "aware": True}}}).al.cost.aware
 
 
+@pytest.mark.parametrize("strategy", ["k-center", "idds"])
+def test_config_refuses_cost_aware_ranking_for_distance_strategies(strategy: str) -> None:
+    """k-center and IDDS have no score to divide by a cost: asking for it is an error, not silently ignored."""
+    with pytest.raises(ConfigError, match=f"al.strategy={strategy} picks by distance"):
+        build_config({"al": {"strategy": strategy, "cost": {"unit": "chars", "aware": True}}})
+    hybrid = build_config({"al": {"strategy": "pe-dynamic+diverse", "cost": {"unit": "chars", "aware": True}}})
+    assert hybrid.al.cost.aware
+
+
 # --- the report --------------------------------------------------------------------------------
 
 

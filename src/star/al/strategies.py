@@ -57,6 +57,7 @@ class Strategy:
     uses_base: ClassVar[bool] = False
     uses_full: ClassVar[bool] = False
     uses_embeddings: ClassVar[bool] = False  # needs ScoreInputs.embeddings / labelled_embeddings
+    ranks_per_cost: ClassVar[bool] = True  # al.cost.aware divides its scores by the candidates' costs
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         """Unless a subclass sets `base_measure`, it is `measure`'s: the base model has one pass, so BALD and PE
@@ -142,10 +143,11 @@ def _by_score(scores: np.ndarray, picks: np.ndarray) -> np.ndarray:
 
 class KCenterStrategy(Strategy):
     """Coreset: k-center greedy (1 - cos) from the labelled set. Scores: each candidate's distance to the
-    labelled set and the earlier picks when picked (the rest: after the batch). Ignores al.cost."""
+    labelled set and the earlier picks when picked (the rest: after the batch). No per-cost ranking."""
 
     name = "k-center"
     uses_embeddings = True
+    ranks_per_cost = False
 
     def score(self, x: ScoreInputs) -> np.ndarray:
         return k_center_greedy(_embeddings(x, self.name), x.labelled_embeddings, 0)[0]
@@ -157,10 +159,11 @@ class KCenterStrategy(Strategy):
 
 class IddsStrategy(Strategy):
     """IDDS, greedy: typical of the pool, unlike the labelled set. Scores: each candidate's IDDS score when
-    picked (the rest: after the batch). lambda = IDDS_LAMBDA. Ignores al.cost."""
+    picked (the rest: after the batch). lambda = IDDS_LAMBDA. No per-cost ranking."""
 
     name = "idds"
     uses_embeddings = True
+    ranks_per_cost = False
     lam: ClassVar[float] = IDDS_LAMBDA
 
     def score(self, x: ScoreInputs) -> np.ndarray:

@@ -131,6 +131,15 @@ class ActiveLearningConfig(_Section):
             raise ValueError(f"unknown {info.field_name} {v!r}; choose one of {', '.join(names)}")
         return v
 
+    @model_validator(mode="after")
+    def _cost_aware_strategy(self) -> ActiveLearningConfig:
+        """k-center and IDDS pick by distance in embedding space, with no score to divide by a cost."""
+        if self.cost.aware and not STRATEGIES[self.strategy].ranks_per_cost:
+            raise ValueError(f"al.cost.aware ranks by score per unit of cost, and al.strategy={self.strategy} picks by"
+                             " distance between embeddings, with no score to rank; set al.cost.aware=false, or use"
+                             " an uncertainty strategy (its +diverse hybrid too, e.g. pe-dynamic+diverse)")
+        return self
+
     @property
     def labels_needed(self) -> int:
         """Labels a whole run acquires: al.initial + (al.rounds - 1) x al.query."""
