@@ -15,14 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from star.config import LoraSettings, ModelConfig
 from star.engine.batching import collate_pairs
 from star.engine.forward import response_loss
-from star.engine.modeling import load_model
 from star.engine.scoring import score_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import release_baseline  # noqa: E402
+from tiny_helpers import tuned_tiny_model
 
 PAD = 0
 PROMPTS = [[2, 40, 41, 42, 43], [2, 50], [2, 60, 61, 62, 63, 64, 65, 66]]
@@ -32,13 +31,7 @@ RESPONSES = [[80, 81, 1], [90, 91, 92, 93, 94, 1], [100, 101, 1]]
 @pytest.fixture
 def lora_model(tiny_model_dir: Path) -> nn.Module:
     """The tiny model with a non-zero LoRA B, so the adapter changes the scores."""
-    loaded = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.1))
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, p in loaded.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    return loaded.model.eval()
+    return tuned_tiny_model(tiny_model_dir, seed=7, dropout=0.1).model
 
 
 def test_release_scores_equal_ours(lora_model: nn.Module) -> None:

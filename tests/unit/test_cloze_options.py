@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_helpers import tuned_tiny_model
 from torch import nn
 
-from star.config import EvalConfig, LoraSettings, ModelConfig, TaskConfig, build_config
+from star.config import EvalConfig, TaskConfig, build_config
 from star.engine.evaluation import evaluate, option_choices
-from star.engine.modeling import load_model
 from star.engine.options import per_prompt_options
 from star.engine.scoring import full_pair_logprobs, option_logprobs
 from star.errors import ConfigError, DataError
@@ -29,13 +29,7 @@ OPTIONS = [[[80, 81, 1], [90, 1], [110]],
 @pytest.fixture(scope="module")
 def lora_model(tiny_model_dir: Path) -> nn.Module:
     """The tiny model with LoRA (dropout 0.3) whose B is non-zero, so the adapter and its dropout matter."""
-    loaded = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.3))
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in loaded.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    return loaded.model.eval()
+    return tuned_tiny_model(tiny_model_dir, seed=3, dropout=0.3).model
 
 
 def by_hand(model: nn.Module, prompt: list[int], option: list[int]) -> float:

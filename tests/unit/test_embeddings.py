@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_helpers import tuned_tiny_model
 from torch import nn
 
-from star.config import LoraSettings, ModelConfig
 from star.engine import embeddings as emb
 from star.engine import scoring
 from star.engine.adapter import adapter_disabled
-from star.engine.modeling import load_model
 from star.engine.scoring import greedy_uncertainty, prompt_embeddings, score_options, score_pairs
 from star.store.embeddings import EmbeddingCache, read_embedding_file
 from star.store.runs import RunDir
@@ -33,14 +32,7 @@ BATCHES = [1, 3, 8]
 @pytest.fixture(scope="module")
 def loaded(tiny_model_dir: Path):
     """The tiny model with LoRA whose B is non-zero: the adapter changes the hidden states."""
-    model = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.3))
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, p in model.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    model.model.eval()
-    return model
+    return tuned_tiny_model(tiny_model_dir, seed=7, dropout=0.3)
 
 
 def direct(model: nn.Module, prompts: list[list[int]]) -> np.ndarray:

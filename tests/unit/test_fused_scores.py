@@ -2,7 +2,7 @@
 
 The tiny random model (fp32) with a non-zero LoRA B, prompts of different lengths left-padded
 together and across batches; answers that stop at EOS, that hit max_new_tokens, that stop at a
-task's completion check (with pad == EOS, so a finished row's trailing EOS is scored), that are
+task's completion check (with pad == EOS: the row's own tokens only, no padding EOS), that are
 trimmed to nothing, and greedy choices made under a generation-config repetition penalty.
 """
 
@@ -14,14 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from tiny_helpers import RenamedTokenizer, tuned_tiny_model
 from torch import nn
 
-from star.config import LoraSettings, ModelConfig
-from star.engine import generation
+from star.engine import decode, generation
 from star.engine.adapter import adapter_disabled
 from star.engine.generation import Generation, generate
-from star.engine.modeling import load_model
 from star.engine.scoring import greedy_uncertainty, score_pairs
 
 # Prompts of different lengths, not sorted: left padding differs per row and per batch.
@@ -33,24 +31,7 @@ BATCH = 3  # generation batches: several, each left-padded
 @pytest.fixture(scope="module")
 def loaded(tiny_model_dir: Path):
     """The tiny model with LoRA whose B is non-zero, so the adapter changes the scores."""
-    model = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.3))
-    gen = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for name, p in model.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    model.model.eval()
-    return model
-
-
-class _Tok:
-    """The tiny tokenizer with other EOS / pad ids (generation reads only these and decodes)."""
-
-    def __init__(self, tok, eos: int, pad: int) -> None:
-        self._tok, self.eos_token_id, self.pad_token_id = tok, eos, pad
-
-    def __getattr__(self, name: str):
-        return getattr(self._tok, name)
+    return tuned_tiny_model(tiny_model_dir, seed=7, dropout=0.3)
 
 
 def _teacher_forced(model: nn.Module, gens: list[Generation], pad: int, eos: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,21 +63,21 @@ def test_answers_stopping_at_eos_or_max_new_tokens(loaded, base: bool) -> None:
     model, max_new = loaded.model, 10
     with adapter_disabled(model) if base else contextlib.nullcontext():
         eos = _stop_token(model, loaded.tokenizer, max_new)
-        tok = _Tok(loaded.tokenizer, eos=eos, pad=0)
+        tok = RenamedTokenizer(loaded.tokenizer, eos=eos, pad=0)
         gens = generate(model, tok, PROMPTS, max_new, BATCH, show_progress=False, stats=True)
         assert any(g.token_ids[-1] == eos for g in gens)  # stopped at EOS (kept, and scored)
         assert any(len(g.token_ids) == max_new and eos not in g.token_ids for g in gens)  # ran out of tokens
         _assert_fused_equal(model, gens, pad=0, eos=eos)
 
 
-def test_trailing_eos_of_a_finished_row_when_pad_is_eos(loaded) -> None:
-    """pad == EOS (as SmolLM2): a row done by the task's check gets EOS while others continue; it is scored."""
+def test_row_ended_by_the_completion_check_when_pad_is_eos(loaded) -> None:
+    """pad == EOS (as SmolLM2): a row done by the task's check is scored over its own tokens while others continue."""
     model, max_new = loaded.model, 10
     stop = loaded.tokenizer.decode([_stop_token(model, loaded.tokenizer, max_new)])
-    tok = _Tok(loaded.tokenizer, eos=1, pad=1)
+    tok = RenamedTokenizer(loaded.tokenizer, eos=1, pad=1)
     is_complete: Callable[[str], bool] = lambda text: stop in text
     gens = generate(model, tok, PROMPTS, max_new, BATCH, is_complete=is_complete, show_progress=False, stats=True)
-    assert any(g.token_ids[-1] == 1 and stop in g.text for g in gens)  # done, then padded with EOS: kept
+    assert any(g.token_ids[-1] != 1 and stop in g.text and len(g.token_ids) < max_new for g in gens)  # no EOS added
     assert any(len(g.token_ids) == max_new for g in gens)
     _assert_fused_equal(model, gens, pad=1, eos=1)
 
@@ -115,10 +96,15 @@ def test_statistics_are_of_the_model_not_of_a_generation_config_penalty(loaded) 
 
 
 def test_greedy_uncertainty_scores_empty_answers_and_unexposed_heads_by_teacher_forcing(loaded, monkeypatch) -> None:
-    """An answer trimmed to nothing is scored as EOS alone; without an LM head to hook, every answer is forced."""
+    """An answer trimmed to nothing is scored as EOS alone; without an LM head to hook, every answer is forced.
+
+    Only `model.generate`'s answers can be empty: it cannot tell a generated pad token from padding and trims
+    both (decode.py's loop keeps a token the model chose), so that path is taken here.
+    """
     model = loaded.model
+    monkeypatch.setattr(generation, "plain_greedy", lambda m: False)
     first = generate(model, loaded.tokenizer, PROMPTS, 1, BATCH, show_progress=False)[0].token_ids[0]
-    tok = _Tok(loaded.tokenizer, eos=1, pad=first)  # answers made of the pad token alone are trimmed to nothing
+    tok = RenamedTokenizer(loaded.tokenizer, eos=1, pad=first)  # answers made of the pad token alone are trimmed to nothing
     gens = generate(model, tok, PROMPTS, 1, BATCH, show_progress=False, stats=True)
     empty = [i for i, g in enumerate(gens) if not g.token_ids]
     assert empty and len(empty) < len(PROMPTS) and all(gens[i].pe is None for i in empty)
@@ -130,6 +116,7 @@ def test_greedy_uncertainty_scores_empty_answers_and_unexposed_heads_by_teacher_
     np.testing.assert_array_equal(fused.pe[empty, 0], pe[empty])  # the same teacher-forced numbers
 
     monkeypatch.setattr(generation, "decoder_and_head", lambda m: None)
+    monkeypatch.setattr(decode, "decoder_and_head", lambda m: None)
     assert all(g.pe is None for g in generate(model, tok, PROMPTS, 4, BATCH, show_progress=False, stats=True))
     forced = greedy_uncertainty(model, tok, PROMPTS, first, 4, BATCH, show_progress=False)
     gens = generate(model, tok, PROMPTS, 4, BATCH, show_progress=False)

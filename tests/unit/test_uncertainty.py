@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_helpers import tuned_tiny_model
 from torch import nn
 
-from star.config import LoraSettings, ModelConfig
 from star.engine import forward
 from star.engine.batching import collate_pairs
 from star.engine.forward import sequence_scores, token_stats
-from star.engine.modeling import load_model
 from star.engine.scoring import score_pairs
 
 PAD = 0
@@ -26,13 +25,7 @@ RESPONSES = [[80, 81, 1], [90, 91, 92, 93, 94, 1], [100], [110, 111, 112, 113, 1
 @pytest.fixture
 def lora_model(tiny_model_dir: Path) -> nn.Module:
     """The tiny model with a LoRA adapter whose B is non-zero (so the adapter changes the outputs)."""
-    loaded = load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.1))
-    gen = torch.Generator().manual_seed(123)
-    with torch.no_grad():
-        for name, p in loaded.model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    return loaded.model.eval()
+    return tuned_tiny_model(tiny_model_dir, seed=123, dropout=0.1).model
 
 
 @pytest.fixture

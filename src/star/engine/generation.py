@@ -1,5 +1,9 @@
 """Batched greedy generation with a KV cache that stops each row once its answer is complete.
 
+Decoding runs in `decode.greedy_decode` (finished rows leave the batch, a shared prompt prefix is run once)
+wherever that is exact; `model.generate` otherwise (sharded models, generation configs that alter greedy
+choices, models without an exposed decoder and LM head).
+
 With `stats=True` it also scores each answer while decoding: PE = -sum log p(token) and ME = sum of the
 step entropies, from the LM head's own logits at every step (what a teacher-forced pass over the same ids
 computes, in the same fp32 statistics), so the deterministic scores of a greedy answer need no second forward.
@@ -16,6 +20,7 @@ from torch import nn
 from transformers import LogitsProcessorList
 
 from star.engine.batching import length_batches
+from star.engine.decode import DecodedRow, greedy_decode, left_pad, plain_greedy
 from star.engine.embeddings import prompt_means
 from star.engine.forward import decoder_and_head, token_stats
 from star.parallel import zero3
@@ -40,15 +45,21 @@ class Generation:
 
 
 class _AnswerComplete:
-    """Stopping criterion: a row is done once `is_complete(decoded new text)` holds."""
+    """Stopping criterion: a row is done once `is_complete(decoded new text)` holds; `ended[row]` is how many
+    tokens it had then, so the padding `generate` adds while other rows go on is not taken for its answer
+    (with pad == EOS it would read as an EOS the model never chose)."""
 
     def __init__(self, tokenizer, prompt_width: int, is_complete: Callable[[str], bool]) -> None:  # noqa: ANN001
         self.tokenizer, self.width, self.is_complete = tokenizer, prompt_width, is_complete
+        self.ended: dict[int, int] = {}
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: ANN003
         new = input_ids[:, self.width :]  # (B, t)
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return torch.tensor([self.is_complete(t) for t in texts], device=input_ids.device)
+        done = [self.is_complete(t) for t in texts]
+        for row in (r for r, d in enumerate(done) if d and r not in self.ended):
+            self.ended[row] = new.shape[1]
+        return torch.tensor(done, device=input_ids.device)
 
 
 class _StepLogprobs:
@@ -124,16 +135,6 @@ def _fused(steps: tuple[torch.Tensor, torch.Tensor] | None, row: int, length: in
     return float(-logp.sum()), float(ent.sum())
 
 
-def _left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # (B, P)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (B, P)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p)
-        mask[i, width - len(p) :] = 1
-    return ids, mask
-
-
 def _trim(ids: list[int], logprobs: list[float], eos_id: int, pad_id: int) -> tuple[list[int], list[float]]:
     """Cut a generated row after its first EOS (kept) or before trailing padding."""
     if eos_id in ids:
@@ -153,9 +154,30 @@ def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], ma
 
     `synced`: with sharded parameters (FSDP, ZeRO-3), every process keeps stepping until all are done.
     """
-    device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids, mask = _left_pad(prompts, pad_id)  # (B, P) each
+    ids, mask = left_pad(prompts, pad_id)  # (B, P) each
+    if not synced and plain_greedy(model):  # embeddings are taken from a whole-prompt prefill: no shared prefix
+        with zero3.inference(model), prompt_means(model, mask, enabled=embed) as means:
+            rows = greedy_decode(model, tokenizer, prompts, pad_id, max_new_tokens, is_complete, stats,
+                                 share_prefix=not embed)
+        return [Generation(tokenizer.decode(r.token_ids, skip_special_tokens=True), r.token_ids, r.logprobs,
+                           *_summed(r, stats), e) for r, e in zip(rows, means.rows(len(rows)))]
+    return _generate_hf(model, tokenizer, ids, mask, pad_id, max_new_tokens, is_complete, synced, stats, embed)
+
+
+def _summed(row: DecodedRow, stats: bool) -> tuple[float | None, float | None]:
+    """(PE, ME) of a decoded row from its per-token statistics, as `_fused` sums them; (None, None) without."""
+    if not stats or not row.token_ids:
+        return None, None
+    logp, ent = torch.tensor(row.stat_logp, dtype=torch.float64), torch.tensor(row.stat_entropy, dtype=torch.float64)
+    return float(-logp.sum()), float(ent.sum())
+
+
+def _generate_hf(model: nn.Module, tokenizer, ids: torch.Tensor, mask: torch.Tensor, pad_id: int,  # noqa: ANN001
+                 max_new_tokens: int, is_complete: Callable[[str], bool] | None, synced: bool, stats: bool,
+                 embed: bool) -> list[Generation]:
+    """`generate_batch` through `model.generate`: sharded models, and generation configs `decode` does not follow."""
+    device = next(model.parameters()).device
     stop = [] if is_complete is None else [_AnswerComplete(tokenizer, ids.shape[1], is_complete)]
     record = _StepLogprobs(pad_id)
     parts = decoder_and_head(model) if stats else None
@@ -177,7 +199,8 @@ def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], ma
     embeddings = means.rows(new.shape[0])  # (d,) each, or None each
     results = []
     for row in range(new.shape[0]):
-        token_ids, lps = _trim(new[row].tolist(), logp[row].tolist(), tokenizer.eos_token_id, pad_id)
+        end = stop[0].ended.get(row) if stop else None  # a row the task's check ended: its tokens up to then
+        token_ids, lps = _trim(new[row, :end].tolist(), logp[row, :end].tolist(), tokenizer.eos_token_id, pad_id)
         pe, me = _fused(steps, row, len(token_ids))  # the trimmed ids are a prefix of the row's steps
         results.append(Generation(tokenizer.decode(token_ids, skip_special_tokens=True), token_ids, lps, pe, me,
                                   embeddings[row]))

@@ -11,7 +11,6 @@ over the option tokens with `row_seeds(starts=...)`), so the numbers equal those
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +19,7 @@ from torch import nn
 
 from star.al.seeds import row_seed
 from star.engine.forward import LM_HEAD_CHUNK, decoder_and_head, token_stats
+from star.engine.kv_cache import new_cache
 from star.engine.seeded_dropout import continued_draws, row_seeds
 from star.parallel.fsdp import with_root_params
 from star.parallel.params import head_function
@@ -34,17 +34,6 @@ def pad_right(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
         ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
         mask[i, : len(s)] = 1
     return ids, mask
-
-
-def _new_cache(decoder: nn.Module) -> tuple[str, object]:
-    """(keyword the decoder takes its KV cache by, an empty DynamicCache) across transformers versions."""
-    from transformers import DynamicCache
-
-    keyword = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-    try:
-        return keyword, DynamicCache(config=decoder.config)
-    except TypeError:  # older transformers: no config argument
-        return keyword, DynamicCache()
 
 
 def per_prompt_options(options: Sequence[list[int]] | Sequence[Sequence[list[int]]], n: int) -> list[list[list[int]]]:
@@ -77,7 +66,7 @@ def _option_hidden(decoder: nn.Module, prompt_rows: Sequence[list[int]], options
     plen = mask.sum(1)  # (R,)
     R, C = ids.shape[0], len(options[0])
     L = max(len(o) for row in options for o in row)
-    keyword, cache = _new_cache(decoder)
+    keyword, cache = new_cache(decoder)
     with row_seeds(seeds, plen.tolist()):
         hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=True, **{keyword: cache}).last_hidden_state
     last = hidden[torch.arange(R, device=device), plen - 1]  # (R, H): predicts each option's first token
