@@ -93,6 +93,22 @@ def test_human_run_stops_for_labels_and_finishes_on_them(human_config: dict, tmp
     assert {x[2] for x in labels(run_dir)} == {"human"}
 
 
+def test_closed_task_suggestions_are_the_likeliest_option(human_config: dict, tmp_path: Path) -> None:
+    """With eval.mode=options (a closed task's default), each suggestion is one of the task's choices, the option
+    the model finds likeliest, as evaluation grades it, not a letter extracted from free text."""
+    data = tmp_path / "yesno"
+    data.mkdir()
+    rows = [{"question": f"Is {i} even?", "answer": "yes" if i % 2 == 0 else "no"} for i in range(40)]
+    for split in ("train", "test"):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    cfg = copy.deepcopy(human_config)
+    cfg["task"] = {"name": "jsonl", "path": str(data), "answer_type": "choice", "choices": ["yes", "no"],
+                   "pool_size": 24, "test_size": 6}
+    assert loop.run(cfg, show_progress=False) == []
+    query = read_jsonl(Path(cfg["output_dir"]) / "round-0" / "query.jsonl")
+    assert len(query) == 4 and all(r["suggestion"] in ("yes", "no") for r in query)
+
+
 # --- kill -9 ---------------------------------------------------------------------------------
 
 _SLOW_PHASE = """

@@ -22,6 +22,7 @@ from star.annotation.registry import annotator_metrics
 from star.config import RunConfig
 from star.console import log_to, print_rounds
 from star.engine.adapter import reset_adapter, save_adapter
+from star.engine.answers import model_answers
 from star.engine.batching import encode_responses
 from star.engine.evaluation import evaluate
 from star.engine.generation import generate
@@ -64,16 +65,28 @@ def train_round(exp: Experiment, t: int) -> dict[str, Any]:
 
 # --- one round -------------------------------------------------------------------------------
 
+def _suggestions(exp: Experiment, idx: list[int]) -> list[str]:
+    """The live model's raw answers to pool examples `idx`: its greedy text, or with eval.mode=options (closed
+    tasks) the option it finds likeliest, as evaluation grades it (a cloze-style answer names no letter)."""
+    cfg, prompts = exp.config, [exp.pool_prompts[i] for i in idx]
+    if cfg.eval.resolved_mode(cfg.task) == "options":
+        choices, _ = model_answers(exp.model.model, exp.model.tokenizer, exp.task, [exp.pool[i] for i in idx], prompts,
+                                   exp.pad_id, mode="options", max_new_tokens=cfg.al.max_new_tokens,
+                                   batch_size=cfg.al.batch_size, max_answer_tokens=cfg.train.max_answer_tokens,
+                                   show_progress=exp.show_progress)
+        return [c or "" for c in choices]
+    gens = generate(exp.model.model, exp.model.tokenizer, prompts, cfg.al.max_new_tokens, cfg.al.batch_size,
+                    is_complete=exp.task.answer_complete, desc="generate (suggestions)", show_progress=exp.show_progress)
+    return [g.text for g in gens]
+
+
 def _round_context(exp: Experiment, t: int) -> RoundContext:
     """What round t's annotator gets: store, run, task, questions, and `suggest` (model t-1's raw outputs)."""
     def suggest(ids: Sequence[str]) -> list[str]:
         if t > 0:
             load_live_adapter(exp, t - 1)  # a resumed process starts with a fresh adapter: suggest with model t-1
-        cfg, position = exp.config, {e.id: i for i, e in enumerate(exp.pool)}
-        gens = generate(exp.model.model, exp.model.tokenizer, [exp.pool_prompts[position[i]] for i in ids],
-                        cfg.al.max_new_tokens, cfg.al.batch_size, is_complete=exp.task.answer_complete,
-                        desc="generate (suggestions)", show_progress=exp.show_progress)
-        return [g.text for g in gens]
+        position = {e.id: i for i, e in enumerate(exp.pool)}
+        return _suggestions(exp, [position[i] for i in ids])
 
     return RoundContext(store=exp.store, run=exp.run, task=exp.task, round_index=t,
                         questions={e.id: e.question for e in exp.pool}, suggest=suggest)
