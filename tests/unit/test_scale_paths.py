@@ -14,6 +14,7 @@ from star.engine.modeling import load_model
 from star.engine.scoring import score_pairs
 from star.engine.training import train_adapter
 from star.errors import ConfigError
+from star.parallel import memory
 from star.parallel.distributed import Dist
 from star.parallel.fsdp import FsdpSettings, fsdp_settings
 from star.parallel.params import is_sharded
@@ -138,6 +139,15 @@ def test_map_batches_runs_every_batch_and_returns_each_items_result_in_index_ord
     ran: list[list[int]] = []
     results = Dist().map_batches(batches, lambda batch: ran.append(batch) or [f"r{i}" for i in batch])
     assert ran == batches and results == ["r0", "r1", "r2", "r3", "r4"]
+
+
+def test_map_batches_gives_freed_memory_back_after_every_batch(monkeypatch):
+    """glibc keeps freed heap pages resident: each batch's are released (parallel/memory.py) before the next runs."""
+    memory.release_free_memory()  # the real one: glibc's malloc_trim, or nothing without glibc
+    events: list[str] = []
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda pad: events.append(f"trim {pad}") or 1)
+    Dist().map_batches([[0], [1, 2]], lambda batch: events.append(f"run {batch}") or list(batch))
+    assert events == ["run [0]", "trim 0", "run [1, 2]", "trim 0"]
 
 
 def test_fsdp_with_a_4bit_base_is_refused_before_the_model_loads(tiny_run_config, monkeypatch):

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from star.parallel.fsdp import FsdpSettings, fsdp_settings
+from star.parallel.memory import release_free_memory
 from star.parallel.zero3 import DeepSpeedSettings, deepspeed_settings
 
 T = TypeVar("T")
@@ -151,7 +152,7 @@ class Dist:
         """
         mine, real = self.lockstep_share(batches)
         bar = tqdm(mine, desc=desc, unit="batch", disable=not show_progress or not self.is_main, leave=False)
-        done = [(batch, run(batch)) for batch in bar][:real]  # the rest only kept sharded processes in step
+        done = [(batch, _trimmed(run(batch))) for batch in bar][:real]  # the rest only kept sharded processes in step
         by_index = {i: result for batch, results in self.gather(done) for i, result in zip(batch, results)}
         return [by_index[i] for i in sorted(by_index)]
 
@@ -237,3 +238,9 @@ def exit_process(code: int) -> NoReturn:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _trimmed(results: R) -> R:
+    """`results`, after the batch's freed memory went back to the OS (memory.py: RSS stays flat over many batches)."""
+    release_free_memory()
+    return results
