@@ -11,6 +11,7 @@ import pytest
 
 from star import loop
 from star.al.cost import budget_prefix
+from star.store.io import read_jsonl
 from star.config import build_config
 from star.experiments.report import write_report
 from star.loop import rounds, selection
@@ -42,10 +43,10 @@ def _answer_chars(run_dir: Path) -> tuple[list[int], list[int]]:
 
 def test_chars_run_records_its_labels_lengths_and_a_resume_the_same(tiny_run_config: dict, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    seen = []  # per round: the model's own answers the estimates came from (None: a fallback)
+    seen, estimates = [], []  # per round: the model's own answers the estimates came from (None: a fallback)
     estimate = selection.estimate_costs
     monkeypatch.setattr(selection, "estimate_costs", lambda exp, t, idx, answers: (
-        seen.append(answers), estimate(exp, t, idx, answers))[1])
+        seen.append(answers), estimates.append(estimate(exp, t, idx, answers)))[1] or estimates[-1])
     metrics = loop.run(_chars_config(tiny_run_config, tmp_path / "ref"), show_progress=False)
     assert seen[0] is None and [len(a) for a in seen[1:]] == [20, 16]  # every unlabelled example's answer
     monkeypatch.undo()
@@ -53,6 +54,9 @@ def test_chars_run_records_its_labels_lengths_and_a_resume_the_same(tiny_run_con
     assert len(metrics) == 3 and all(n > 0 for n in per_round)
     assert [m["cost"] for m in metrics] == [{"round": float(r), "total": float(c), "unit": "chars"}
                                            for r, c in zip(per_round, total)]
+    for t, est in enumerate(estimates):  # each candidate's estimate is in scores.jsonl, next to its score
+        rows = read_jsonl(tmp_path / "ref" / f"round-{t}" / "scores.jsonl")
+        assert [r["cost"] for r in rows] == [float(c) for c in est]
 
     calls = {"n": 0}
     original = rounds.train_adapter

@@ -58,5 +58,5 @@ def select_round(exp: Experiment, t: int) -> tuple[list[str], float | None]:
                                                  cost=cost if cfg.al.cost.aware else None), k)
     chosen = within_budget(exp, t, chosen, cost)  # the last round may take fewer than k (al.stop.budget)
     if exp.dist.is_main:
-        exp.run.write_scores(t, ids, u_base, u_full, scores, chosen)
+        exp.run.write_scores(t, ids, u_base, u_full, scores, chosen, cost if cfg.al.cost.unit != "label" else None)
     return [ids[int(c)] for c in chosen], lam_t
