@@ -103,6 +103,15 @@ def test_idds_without_a_labelled_set_takes_the_most_typical() -> None:
     np.testing.assert_allclose(scores, [0.2, -0.375, -0.375, 0.0, 0.0, -0.25], atol=1e-12)
 
 
+def test_idds_lambda_comes_from_the_config() -> None:
+    # lambda 0.5 (al.idds_lambda), labelled {A}: A .5 * 2/5 - .5 * 1 = -.3; B 0; O .5 * -2/5 = -.2.
+    cfg = build_config({"al": {"strategy": "idds", "idds_lambda": 0.5}})
+    scores = get_strategy("idds", idds_lambda=cfg.al.idds_lambda).score(inputs(IDDS_CANDIDATES, [A]))
+    np.testing.assert_allclose(scores, [-0.3, -0.3, -0.3, 0.0, 0.0, -0.2], atol=1e-12)
+    with pytest.raises(ConfigError, match="idds_lambda"):
+        build_config({"al": {"idds_lambda": 1.5}})
+
+
 def test_idds_strategy_lists_its_picks_highest_score_first() -> None:
     scores, chosen = get_strategy("idds").select(inputs(IDDS_CANDIDATES, [A]), 3)
     assert sorted(chosen.tolist()) == sorted(idds(np.array(IDDS_CANDIDATES), np.array([A]), 3)[1].tolist())

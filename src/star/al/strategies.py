@@ -159,12 +159,15 @@ class KCenterStrategy(Strategy):
 
 class IddsStrategy(Strategy):
     """IDDS, greedy: typical of the pool, unlike the labelled set. Scores: each candidate's IDDS score when
-    picked (the rest: after the batch). lambda = IDDS_LAMBDA. No per-cost ranking."""
+    picked (the rest: after the batch). `lam` (al.idds_lambda, default IDDS_LAMBDA): the weight of typicality
+    against novelty. No per-cost ranking."""
 
     name = "idds"
     uses_embeddings = True
     ranks_per_cost = False
-    lam: ClassVar[float] = IDDS_LAMBDA
+
+    def __init__(self, lam: float = IDDS_LAMBDA) -> None:
+        self.lam = lam
 
     def score(self, x: ScoreInputs) -> np.ndarray:
         return idds(_embeddings(x, self.name), x.labelled_embeddings, 0, self.lam)[0]
@@ -201,6 +204,7 @@ for _name, _cls in list(STRATEGIES.items()):  # keep last: every uncertainty str
         STRATEGIES[f"{_name}+diverse"] = _diverse(_cls)
 
 
-def get_strategy(name: str) -> Strategy:
-    """The strategy registered under `name`."""
-    return STRATEGIES[name]()
+def get_strategy(name: str, idds_lambda: float = IDDS_LAMBDA) -> Strategy:
+    """The strategy registered under `name` (`idds_lambda`: IDDS's lambda, used by `idds` only)."""
+    cls = STRATEGIES[name]
+    return cls(lam=idds_lambda) if issubclass(cls, IddsStrategy) else cls()

@@ -12,6 +12,7 @@ from pydantic import (
 )
 
 from star.al.cost import CostUnit
+from star.al.diversity import IDDS_LAMBDA
 from star.al.schedules import SCHEDULES, lambda_at
 from star.al.stopping import RULES as STOP_RULES
 from star.al.strategies import STRATEGIES
@@ -102,6 +103,9 @@ class ActiveLearningConfig(_Section):
     schedule: str = Field("linear", description="lambda(t) schedule of the dynamic strategies: linear, cosine, exponential, constant.")
     schedule_horizon: int | None = Field(None, ge=1, description="T in lambda(t); default: rounds.")
     schedule_value: float = Field(0.5, ge=0.0, le=1.0, description="constant schedule's lambda / exponential's decay.")
+    idds_lambda: float = Field(IDDS_LAMBDA, ge=0.0, le=1.0, description="idds: weight of a candidate's typicality"
+                               " (mean cosine to the other candidates) against its novelty (1 - weight: mean cosine"
+                               " to the labelled set); 0.67 as Tsvigun et al. 2022 and ATGen.")
     response: Literal["generated", "gold", "options"] = Field("generated", description="Scored response: the model's greedy answer (label-free), the gold answer (simulation only), or the distribution over a closed task's answer options (label-free).")
     mc_passes: int = Field(3, ge=1, description="K stochastic passes with LoRA dropout on (release K=3).")
     mc_dropout: bool = Field(True, description="Keep LoRA dropout active while scoring the tuned model.")

@@ -107,7 +107,7 @@ def setup(config: RunConfig | dict[str, Any] | None = None, resume: str | Path |
         config=config, run=run, task=task,
         pool=[Example(e.id, e.question, None, e.meta) for e in pool_full], test=test,
         oracle=oracle, store=store, model=model, dist=dist, annotator=annotator,
-        strategy=get_strategy(config.al.strategy),
+        strategy=get_strategy(config.al.strategy, idds_lambda=config.al.idds_lambda),
         pool_prompts=encode_prompts(tok, [task.prompt(e.question) for e in pool_full], config.train.max_prompt_tokens,
                                     system=task.system_prompt),
         test_prompts=encode_prompts(tok, [task.prompt(e.question) for e in test], config.train.max_prompt_tokens,
