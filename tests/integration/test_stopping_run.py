@@ -8,12 +8,15 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from star import loop
+from star.al.stopping import cohen_kappa
 from star.annotation.queries import open_round
 from star.errors import RunStateError
 from star.experiments.compare import Arm, compare
+from star.store.labels import LabelStore
 
 
 def _stopping(settings: dict, **stop: object) -> dict:
@@ -104,6 +107,29 @@ def test_kappa_on_resume_reads_earlier_answers_and_redoes_only_damaged_ones(tiny
     (run / "round-1" / "stop_set.jsonl").write_text("{\"id\": \"cut")  # damaged: model 1 answers again
     assert loop.run(resume=run, show_progress=False)[2]["stop"] == whole[2]["stop"]
     assert "model 1 answers the stop set again" in log.read_text()
+
+
+def test_kappa_and_uncertainty_read_only_the_stop_sets_unlabelled_examples(tiny_run_settings, tmp_path):
+    """A stop set as large as the pool: after round t its labelled examples are left out of both rules."""
+    cfg = _stopping(tiny_run_settings, rules=["kappa", "uncertainty"], window=1, set_size=24, uncertainty=0.0,
+                    enforce=False)
+    cfg["al"]["rounds"] = 3
+    cfg["output_dir"] = str(tmp_path / "run")
+    metrics = loop.run(cfg, show_progress=False)
+    run, store = Path(cfg["output_dir"]), LabelStore(Path(cfg["output_dir"]) / "labels.sqlite")
+    try:
+        labelled = [{lab.example_id for lab in store.up_to(t)} for t in range(3)]
+    finally:
+        store.close()
+    answers = [[json.loads(x) for x in (run / f"round-{t}" / "stop_set.jsonl").read_text().splitlines()] for t in range(3)]
+    assert [m["stop"]["stop_set"] for m in metrics] == [{"size": 24, "unlabelled": 24 - 4 * (t + 1)} for t in range(3)]
+    for t in range(3):
+        keep = [j for j, r in enumerate(answers[t]) if r["id"] not in labelled[t]]
+        assert metrics[t]["stop"]["rules"]["uncertainty"]["value"] == pytest.approx(
+            np.mean([answers[t][j]["uncertainty"] for j in keep]))
+        if t:
+            want = cohen_kappa([answers[t - 1][j]["prediction"] for j in keep], [answers[t][j]["prediction"] for j in keep])
+            assert metrics[t]["stop"]["rules"]["kappa"]["value"] == pytest.approx(want)
 
 
 def test_plain_run_records_no_stop(tiny_run_settings, tmp_path):

@@ -112,22 +112,37 @@ def stop_answers(exp: Experiment, t: int) -> list[StopAnswers]:
     return [*(earlier[s] for s in range(first, t)), current]  # type: ignore[misc]
 
 
+def still_unlabelled(exp: Experiment, t: int) -> list[int]:
+    """Positions in the stop set of the examples no label was given for by round t; all of them when every one
+    has one (a stop set as large as the pool, at the end): a model's answers on examples it was trained on
+    agree by memory, not stability, and would lift kappa and lower the uncertainty."""
+    labelled = {lab.example_id for lab in exp.store.up_to(t)}
+    ids = [exp.pool[i].id for i in stop_set(exp)]
+    keep = [j for j, i in enumerate(ids) if i not in labelled]
+    return keep or list(range(len(ids)))
+
+
 def stop_record(exp: Experiment, t: int, metrics: dict[str, Any], answers: list[StopAnswers]) -> dict[str, Any]:
     """metrics.json's "stop" of round t: every rule's value and verdict, and the rule that stops the run (the
-    first that holds, in al.stop.rules order; only when al.stop.enforce and rounds remain), else None."""
+    first that holds, in al.stop.rules order; only when al.stop.enforce and rounds remain), else None. Kappa and
+    uncertainty read the stop set's examples still unlabelled after round t ("stop_set": how many of how many)."""
     stop = exp.config.al.stop
     cost = metrics.get("cost")
     total = float(cost["total"]) if isinstance(cost, dict) and "total" in cost else float(metrics["labels"])
+    keep = still_unlabelled(exp, t) if answers else []
     history = History(accuracy=[float(metrics["accuracy"])], labels=[int(metrics["labels"])], cost=[total],
-                      predictions=[a.predictions for a in answers],
-                      uncertainty=[float(answers[-1].uncertainty.mean())] if answers else [])
+                      predictions=[[a.predictions[j] for j in keep] for a in answers],
+                      uncertainty=[float(answers[-1].uncertainty[keep].mean())] if answers else [])
     verdicts = evaluate(rules_of(exp.config), history)
     holding = first_holding(verdicts)
     stopped_by = holding if stop.enforce and t < exp.config.al.rounds - 1 else None
     if stopped_by is not None:
         log.info("round %d: stopping rule %s holds (value %s): the run stops early", t, stopped_by,
                  verdicts[stopped_by].value)
-    return {"rules": {name: v.as_json() for name, v in verdicts.items()}, "stopped_by": stopped_by}
+    record: dict[str, Any] = {"rules": {name: v.as_json() for name, v in verdicts.items()}, "stopped_by": stopped_by}
+    if answers:
+        record["stop_set"] = {"size": len(answers[-1].predictions), "unlabelled": len(keep)}
+    return record
 
 
 def stopped_early(exp: Experiment) -> str | None:
