@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from star.engine.forward import decoder_and_head, token_stats
-from star.engine.kv_cache import new_cache
+from star.engine.kv_cache import preallocated_cache
 
 # generation-config fields that change greedy decoding, with their neutral values (anything else: `generate`)
 _NEUTRAL: dict[str, tuple] = {
@@ -183,7 +183,7 @@ def greedy_decode(model: nn.Module, tokenizer, prompts: Sequence[list[int]], pad
     finished rows leave the batch, and a prefix all prompts share is run once (`share_prefix`; not while any
     module is in training mode: one dropout draw would serve every row). Use where `plain_greedy(model)` holds."""
     decoder, head = decoder_and_head(model)
-    keyword, cache = new_cache(decoder)
+    keyword, cache = preallocated_cache(decoder, max(len(p) for p in prompts) + max_new_tokens if prompts else 0)
     rows = [DecodedRow() for _ in prompts]
     if max_new_tokens <= 0 or not prompts:
         return rows
