@@ -4,7 +4,9 @@
 for it: in an arithmetic evaluation of 32 rows, where a few answers run to the token limit and most end
 after ~25 tokens, about half of all decoded row-steps were such padding. This loop runs the same greedy
 steps (prefill, then one token per step against a KV cache, left padding, the positions `generate` derives
-from the attention mask) but removes finished rows from the cache, the mask and the batch. The answers are
+from the attention mask) but removes finished rows from the cache, the mask and the batch; it also runs a
+prefix all prompts share once (`_prefill`), and writes keys and values into preallocated buffers
+(`kv_cache.preallocated_cache`) instead of concatenating the whole cache every step. The answers are
 `generate`'s (greedy argmax of the same logits; rows do not interact), up to the float rounding a smaller
 matrix product may change. It is used where it is exact in that sense: a plain greedy generation config
 (no repetition penalty, banned words, forced tokens, ...), a decoder and LM head exposed, one process.
