@@ -155,13 +155,14 @@ def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], ma
     `synced`: with sharded parameters (FSDP, ZeRO-3), every process keeps stepping until all are done.
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids, mask = left_pad(prompts, pad_id)  # (B, P) each
     if not synced and plain_greedy(model):  # embeddings are taken from a whole-prompt prefill: no shared prefix
+        mask = left_pad(prompts, pad_id)[1] if embed else None  # (B, P): the prefill's own layout; decode pads
         with zero3.inference(model), prompt_means(model, mask, enabled=embed) as means:
             rows = greedy_decode(model, tokenizer, prompts, pad_id, max_new_tokens, is_complete, stats,
                                  share_prefix=not embed)
         return [Generation(tokenizer.decode(r.token_ids, skip_special_tokens=True), r.token_ids, r.logprobs,
                            *_summed(r, stats), e) for r, e in zip(rows, means.rows(len(rows)))]
+    ids, mask = left_pad(prompts, pad_id)  # (B, P) each
     return _generate_hf(model, tokenizer, ids, mask, pad_id, max_new_tokens, is_complete, synced, stats, embed)
 
 
