@@ -12,7 +12,7 @@ from star.config import TRACKER_NAMES, build_config
 from star.errors import ConfigError
 from star.store.runs import RunDir
 from star.tracking import BACKENDS, RunTracking, check_installed
-from star.tracking.backends import Settings, TensorBoard, _file_store, _path_safe
+from star.tracking.backends import Settings, TensorBoard, _file_store, _path_safe, wait_for_a_fresh_wandb_second
 from star.tracking.figures import pixels, round_figures
 from star.tracking.values import hyperparameters, round_scalars
 
@@ -139,3 +139,18 @@ def test_a_tracker_that_cannot_start_is_one_error_and_leaves_no_state(tmp_path, 
     assert f"star run --resume {run.path}" in str(info.value)
     assert "tensorboard" not in (run.tracking_path.read_text() if run.tracking_path.exists() else "")
     assert not Path(tmp_path / "run" / "tracking").exists()
+
+
+def test_a_wandb_resume_within_the_crashed_start_second_waits_for_the_next(tmp_path) -> None:
+    """W&B stamps a run's folder with its start second; a resume in the same second would write into it."""
+    import time
+
+    while time.time() % 1.0 > 0.5:  # leave the stamp below half a second old, so the wait is observable
+        time.sleep(0.05)
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    (tmp_path / f"offline-run-{stamp}-abc").mkdir()
+    wait_for_a_fresh_wandb_second(tmp_path, "other")  # another run's folder: no wait
+    assert time.strftime("%Y%m%d_%H%M%S") == stamp
+    wait_for_a_fresh_wandb_second(tmp_path, "abc")
+    assert time.strftime("%Y%m%d_%H%M%S") > stamp
+

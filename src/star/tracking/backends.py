@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -157,6 +158,8 @@ class WandB(Backend):
         s, state = self.settings, self.state
         folder = Path(state.setdefault("dir", os.environ.get("WANDB_DIR") or str(s.logging_dir)))
         folder.mkdir(parents=True, exist_ok=True)
+        if state.get("run_id"):
+            wait_for_a_fresh_wandb_second(folder / "wandb", state["run_id"])
         kwargs: dict[str, Any] = {"name": s.run_name, "dir": str(folder), "id": state.get("run_id"), "resume": "allow"}
         if state.setdefault("entity", s.wandb_entity) is not None:
             kwargs["entity"] = state["entity"]
@@ -175,6 +178,19 @@ class WandB(Backend):
 
     def where(self) -> str:
         return f"project {self.state['project']!r}, run {self.state['run_id']}, files in {self.state['dir']}"
+
+
+def wait_for_a_fresh_wandb_second(folder: Path, run_id: str) -> None:
+    """Sleep into the next second if run `run_id` already has a local W&B folder stamped with this one.
+
+    W&B names a run's local folder <mode>-<YYYYmmdd_HHMMSS>-<id> by its start second. A resume that
+    starts the same run id within the second of the crashed start writes into that folder, and the
+    resumed segment's records are lost (measured with wandb 0.31, offline).
+    """
+    now = time.time()
+    stamp = time.strftime("%Y%m%d_%H%M%S", time.localtime(now))
+    if any(folder.glob(f"*-{stamp}-{run_id}")):
+        time.sleep(1.0 - now % 1.0 + 0.01)
 
 
 #: The trackers by the name `tracking.log_with` takes (config.TRACKER_NAMES lists the same; a test pins them).
