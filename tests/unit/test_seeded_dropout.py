@@ -38,6 +38,44 @@ def test_eval_mode_and_p_zero_are_the_identity() -> None:
         assert torch.equal(RowSeededDropout(0.0, 0).train()(x), x)
 
 
+def test_masks_drawn_on_several_threads_equal_the_serial_draws_and_continue_their_streams() -> None:
+    """keep_cpu draws the rows on torch's CPU threads; the masks (and continued streams) are the serial ones."""
+    from star.engine.seeded_dropout import continued_draws, keep_cpu
+
+    shape, seeds, lengths = torch.Size((5, 9, 16)), [3, 1, 4, 1, 5], [9, 0, 4, 7, 1]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = keep_cpu(shape, seeds, lengths, 2, 0.3)
+        with continued_draws():  # a prefix of 4 tokens, then the next 3 continuing its stream
+            keep_cpu(torch.Size((5, 4, 16)), seeds, [4] * 5, 2, 0.3)
+            serial_next = keep_cpu(torch.Size((5, 3, 16)), seeds, [3] * 5, 2, 0.3, starts=[4] * 5)
+        torch.set_num_threads(2)
+        threaded = keep_cpu(shape, seeds, lengths, 2, 0.3)
+        with continued_draws():
+            keep_cpu(torch.Size((5, 4, 16)), seeds, [4] * 5, 2, 0.3)
+            threaded_next = keep_cpu(torch.Size((5, 3, 16)), seeds, [3] * 5, 2, 0.3, starts=[4] * 5)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(threaded, serial) and torch.equal(threaded_next, serial_next)
+    assert serial[1].all() and serial[2, 4:].all() and not serial[0].all()  # padding kept, rows masked
+    assert torch.equal(serial_next, keep_cpu(torch.Size((5, 7, 16)), seeds, [7] * 5, 2, 0.3)[:, 4:])
+
+
+def test_the_scaled_mask_gives_the_bits_of_x_times_keep_times_scale_forward_and_backward() -> None:
+    from star.engine.seeded_dropout import _ScaledKeep
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8, requires_grad=True)
+    keep = (torch.rand(2, 5, 8) > 0.3).to(torch.uint8)
+    grad = torch.randn(2, 5, 8)
+    plain = x * keep * (1 / 0.7)
+    (gx_plain,) = torch.autograd.grad(plain, x, grad)
+    fused = _ScaledKeep.apply(x, keep, 1 / 0.7)
+    (gx_fused,) = torch.autograd.grad(fused, x, grad)
+    assert torch.equal(fused, plain) and torch.equal(gx_fused, gx_plain)
+
+
 # --- masks hashed on the device (accelerators) -----------------------------------------------------
 
 def _lowbias32(x: int) -> int:
