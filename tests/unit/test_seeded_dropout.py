@@ -38,9 +38,19 @@ def test_eval_mode_and_p_zero_are_the_identity() -> None:
         assert torch.equal(RowSeededDropout(0.0, 0).train()(x), x)
 
 
-def test_masks_drawn_on_several_threads_equal_the_serial_draws_and_continue_their_streams() -> None:
+def test_masks_drawn_on_several_threads_equal_the_serial_draws_and_continue_their_streams(monkeypatch) -> None:
     """keep_cpu draws the rows on torch's CPU threads; the masks (and continued streams) are the serial ones."""
+    from star.engine import seeded_dropout
     from star.engine.seeded_dropout import continued_draws, keep_cpu
+
+    monkeypatch.setattr(seeded_dropout, "_THREADED_DRAW_MIN", 0)  # these small masks go to the pool too
+    pooled, pool_map = [], seeded_dropout.ThreadPoolExecutor.map
+
+    def counted_map(self, fn, *iterables, **kwargs):
+        pooled.append(1)
+        return pool_map(self, fn, *iterables, **kwargs)
+
+    monkeypatch.setattr(seeded_dropout.ThreadPoolExecutor, "map", counted_map)
 
     shape, seeds, lengths = torch.Size((5, 9, 16)), [3, 1, 4, 1, 5], [9, 0, 4, 7, 1]
     before = torch.get_num_threads()
@@ -55,9 +65,10 @@ def test_masks_drawn_on_several_threads_equal_the_serial_draws_and_continue_thei
         with continued_draws():
             keep_cpu(torch.Size((5, 4, 16)), seeds, [4] * 5, 2, 0.3)
             threaded_next = keep_cpu(torch.Size((5, 3, 16)), seeds, [3] * 5, 2, 0.3, starts=[4] * 5)
+        threaded_draws = len(pooled)
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(threaded, serial) and torch.equal(threaded_next, serial_next)
+    assert threaded_draws == 3 and torch.equal(threaded, serial) and torch.equal(threaded_next, serial_next)
     assert serial[1].all() and serial[2, 4:].all() and not serial[0].all()  # padding kept, rows masked
     assert torch.equal(serial_next, keep_cpu(torch.Size((5, 7, 16)), seeds, [7] * 5, 2, 0.3)[:, 4:])
 
