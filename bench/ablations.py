@@ -126,12 +126,12 @@ SCORE_VARIANTS: dict[str, tuple[ScoreVariant, str]] = {
 }
 
 
-def _timed(b, fn: Callable[[], object],  # noqa: ANN001 - round_speed.Bench
+def _timed(b, fn: Callable[[], object],
            before: Callable[[], object] | None = None) -> tuple[speedlib.Measurement, object]:
     return speedlib.timed(b.device, fn, b.args.repeats, before)
 
 
-def scoring_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
+def scoring_rows(b, n: int) -> list[dict]:
     """The scoring ablations on the first n pool examples, K passes each."""
     P, R = b.score.prompts[:n], b.score.responses[:n]
     k, size = b.al.mc_passes, b.al.batch_size
@@ -154,7 +154,7 @@ def scoring_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
     return rows
 
 
-def _thread_rows(b, P, R, ref: speedlib.Measurement) -> list[dict]:  # noqa: ANN001
+def _thread_rows(b, P, R, ref: speedlib.Measurement) -> list[dict]:
     rows, before = [], torch.get_num_threads()
     k = b.al.mc_passes
     for threads in sorted({1, 2} - {before}):
@@ -168,7 +168,7 @@ def _thread_rows(b, P, R, ref: speedlib.Measurement) -> list[dict]:  # noqa: ANN
     return rows
 
 
-def _bf16_row(b, P, R, ref: speedlib.Measurement) -> dict:  # noqa: ANN001
+def _bf16_row(b, P, R, ref: speedlib.Measurement) -> dict:
     """Ours in bf16 (a copy of the model): time, and how far its scores move from fp32."""
     if next(b.model.parameters()).dtype != torch.float32:
         return _row("scoring", "bf16 (skipped: the model is not fp32)", ref, ref, "")
@@ -215,7 +215,7 @@ def _train_batches(lengths: Sequence[int], size: int, rng: np.random.Generator, 
 
 
 def train_variant(model: nn.Module, prompts: Sequence[list[int]], responses: Sequence[list[int]], pad_id: int,
-                  config, seed: int, v: TrainVariant) -> dict:  # noqa: ANN001 - TrainConfig
+                  config, seed: int, v: TrainVariant) -> dict:
     """train_adapter's loop with the variant's padding, batching and loss."""
     device = next(model.parameters()).device
     rng = np.random.default_rng(seed)
@@ -253,11 +253,11 @@ TRAIN_VARIANTS: dict[str, tuple[TrainVariant, str]] = {
 }
 
 
-def training_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
+def training_rows(b, n: int) -> list[dict]:
     """The training ablations on the first n labelled examples (one epoch each)."""
     P, R = (b.train.prompts or b.score.prompts)[:n], (b.train.responses or b.score.responses)[:n]
     cfg, seed = replace_epochs(b.train_cfg), b.args.seed
-    fresh = lambda: reset_adapter(b.model, seed)  # noqa: E731
+    fresh = lambda: reset_adapter(b.model, seed)
     ref, _ = _timed(b, lambda: train_adapter(b.model, P, R, b.pad_id, cfg, seed, show_progress=False), fresh)
     rows = [_row("training", "ours: star.engine.training.train_adapter", ref, ref, "reference")]
     for name, (variant, note) in TRAIN_VARIANTS.items():
@@ -272,19 +272,19 @@ def training_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
     return rows
 
 
-def replace_epochs(config, epochs: int = 1):  # noqa: ANN001, ANN201 - TrainConfig
+def replace_epochs(config, epochs: int = 1):
     return config.model_copy(update={"epochs": epochs})
 
 
 # --- evaluation variants ---------------------------------------------------------------------
 
 
-def eval_rows(b, n: int) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
+def eval_rows(b, n: int) -> list[dict]:
     """Generation choices on the first n test examples: length cap, early stop, batching."""
     P, stop, size = b.test.prompts[:n], b.task.answer_complete, b.eval_cfg.batch_size
     cap = b.eval_cfg.max_new_tokens
 
-    def gen(cap: int, size: int, until=stop):  # noqa: ANN001, ANN202
+    def gen(cap: int, size: int, until=stop):
         return lambda: generate(b.model, b.tokenizer, P, cap, size, is_complete=until, show_progress=False)
 
     ref, _ = _timed(b, gen(cap, size))
@@ -313,7 +313,7 @@ def _row(group: str, name: str, m: speedlib.Measurement, ref: speedlib.Measureme
 GROUPS = {"training": training_rows, "scoring": scoring_rows, "eval": eval_rows}
 
 
-def run(b, groups: str, trained: dict) -> list[dict]:  # noqa: ANN001 - round_speed.Bench
+def run(b, groups: str, trained: dict) -> list[dict]:
     """Every row of the requested groups ('all' or a comma list of training, scoring, eval).
 
     Scoring and evaluation run with the adapter `trained` (peft state dict) live, as in a round.

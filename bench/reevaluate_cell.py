@@ -15,8 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 from star.config import load_config
 from star.engine.adapter import load_adapter_weights
 from star.engine.batching import encode_prompts

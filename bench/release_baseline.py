@@ -124,7 +124,7 @@ def _left_pad(prompts: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def generate_fixed(model: nn.Module, tokenizer, prompts: Sequence[list[int]], batch_size: int,  # noqa: ANN001
+def generate_fixed(model: nn.Module, tokenizer, prompts: Sequence[list[int]], batch_size: int,
                    new_tokens: int = RELEASE_NEW_TOKENS) -> list[str]:
     """Greedy answers in input order, always `new_tokens` long (EOS suppressed until then)."""
     device = next(model.parameters()).device
@@ -141,7 +141,7 @@ def generate_fixed(model: nn.Module, tokenizer, prompts: Sequence[list[int]], ba
     return texts
 
 
-def evaluate_fixed(model: nn.Module, tokenizer, task, answers: Sequence[str], prompts: Sequence[list[int]],  # noqa: ANN001
+def evaluate_fixed(model: nn.Module, tokenizer, task, answers: Sequence[str], prompts: Sequence[list[int]],
                    batch_size: int) -> dict[str, float]:
     """Accuracy of the fixed-length greedy answers (the task's extraction, on the whole 256 tokens)."""
     texts = generate_fixed(model, tokenizer, prompts, batch_size)

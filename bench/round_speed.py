@@ -116,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_splits(args: argparse.Namespace, tokenizer) -> tuple[Task, Split, Split, Split]:  # noqa: ANN001
+def load_splits(args: argparse.Namespace, tokenizer) -> tuple[Task, Split, Split, Split]:
     """Score / train / test subsets, tokenised with the project's encoders."""
     pool_n = args.n_score + args.n_train
     task = build_task(TaskConfig(name=args.task, path=args.data if args.task == "gsm8k" else None,
@@ -158,7 +158,7 @@ def warm_up(b: Bench) -> None:
 def phase_train(b: Bench) -> dict:
     """Both trainings from the same fresh adapter; ours stays live for the inference phases."""
     s, seed, reps = b.train, b.args.seed, b.args.repeats
-    fresh = lambda: reset_adapter(b.model, seed)  # noqa: E731
+    fresh = lambda: reset_adapter(b.model, seed)
     ours_amp = autocast_dtype(b.train_cfg.precision, b.device)
     base_setting = b.args.baseline_precision
     base_amp = ours_amp if base_setting == "same" else autocast_dtype(base_setting, b.device)
@@ -188,7 +188,7 @@ def phase_score(b: Bench) -> tuple[dict, tuple[np.ndarray, np.ndarray], tuple[np
         with autocast_to(base_amp, b.device):
             return release.score_pool(b.model, s.prompts, s.responses, passes=k, mc=k > 1, seed=seed)
 
-    def ours_scoring():  # noqa: ANN202
+    def ours_scoring():
         with autocast_to(ours_amp, b.device):
             return score_pairs(b.model, s.prompts, s.responses, b.pad_id, b.al.batch_size, passes=k,
                                seed=seed, show_progress=False)
@@ -320,7 +320,7 @@ def format_ceiling(ceil: dict, flops: speedlib.ModelFlops, b: Bench | None) -> s
     return "\n".join(lines)
 
 
-def _jsonable(x):  # noqa: ANN001, ANN202
+def _jsonable(x):
     if isinstance(x, speedlib.Measurement):
         return asdict(x)
     if isinstance(x, dict):

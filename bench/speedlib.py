@@ -159,7 +159,7 @@ class ModelFlops:
     width: int
 
     @classmethod
-    def of(cls, model: nn.Module) -> "ModelFlops":
+    def of(cls, model: nn.Module) -> ModelFlops:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         cfg = base.config
         head = base.get_output_embeddings().weight.numel()
@@ -186,11 +186,10 @@ class ModelFlops:
 # --- machine ---------------------------------------------------------------------------------
 
 def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
 
 

@@ -31,8 +31,8 @@ def tuned_tiny_model(folder: Path, seed: int = 7, dropout: float = 0.3) -> Loade
 class RenamedTokenizer:
     """A tokenizer with other EOS / pad ids (generation reads only these and decodes)."""
 
-    def __init__(self, tok, eos: int, pad: int) -> None:  # noqa: ANN001
+    def __init__(self, tok, eos: int, pad: int) -> None:
         self._tok, self.eos_token_id, self.pad_token_id = tok, eos, pad
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str):
         return getattr(self._tok, name)

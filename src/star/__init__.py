@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 
-def run(config: RunConfig | dict | None = None, resume: str | None = None):  # noqa: ANN201
+def run(config: RunConfig | dict | None = None, resume: str | None = None):
     """Run (or resume) an active-learning experiment; returns the per-round metrics."""
     from star.loop import run as _run
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 import typer
 
@@ -37,8 +37,8 @@ def overrides_from_args(args: list[str]) -> list[str]:
 @app.command("run", context_settings=_EXTRA)
 def run_command(
     ctx: typer.Context,
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run in this directory."),
+    config: str | None = typer.Option(None, "--config", "-c", help="YAML config file."),
+    resume: str | None = typer.Option(None, "--resume", help="Continue the run in this directory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or table."),
     num_processes: int = typer.Option(1, "--num-processes", "-n", min=1,
                                       help="Processes on this machine, started through `accelerate launch` (DDP)."),
@@ -72,7 +72,7 @@ def run_command(
 
 
 @app.command("config", context_settings=_EXTRA)
-def config_command(ctx: typer.Context, config: Optional[str] = typer.Option(None, "--config", "-c")) -> None:
+def config_command(ctx: typer.Context, config: str | None = typer.Option(None, "--config", "-c")) -> None:
     """Print the resolved configuration (defaults, file and overrides) as YAML."""
     from star.config import dump_config, load_config
 
@@ -82,12 +82,12 @@ def config_command(ctx: typer.Context, config: Optional[str] = typer.Option(None
 @app.command("compare", context_settings=_EXTRA)
 def compare_command(
     ctx: typer.Context,
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="Base YAML config of every cell."),
-    strategies: Optional[str] = typer.Option(None, "--strategies", help="Comma-separated strategies, one arm each."),
+    config: str | None = typer.Option(None, "--config", "-c", help="Base YAML config of every cell."),
+    strategies: str | None = typer.Option(None, "--strategies", help="Comma-separated strategies, one arm each."),
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds: one run per arm and seed."),
-    arm: Optional[list[str]] = typer.Option(None, "--arm", help="Extra arm NAME:key=val,key=val (repeatable)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Grid folder (cells, grid.yaml, report/)."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue the grid in this folder."),
+    arm: list[str] | None = typer.Option(None, "--arm", help="Extra arm NAME:key=val,key=val (repeatable)."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Grid folder (cells, grid.yaml, report/)."),
+    resume: str | None = typer.Option(None, "--resume", help="Continue the grid in this folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1,
                              help="Cells run at once, each in its own process: one GPU each where there are"
@@ -121,8 +121,8 @@ def compare_command(
 @app.command("report")
 def report_command(
     dirs: list[str] = typer.Argument(..., help="Run directories and/or `star compare` folders (searched beneath)."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Report folder (default: DIR/report for one DIR)."),
-    paired_with: Optional[str] = typer.Option(None, "--paired-with", metavar="ARM",
+    out: str | None = typer.Option(None, "--out", "-o", help="Report folder (default: DIR/report for one DIR)."),
+    paired_with: str | None = typer.Option(None, "--paired-with", metavar="ARM",
                                               help="Arm also compared with every other, seed by seed, with bootstrap intervals (random always is)."),
 ) -> None:
     """Rebuild a comparison report (Markdown, HTML, JSON, PNG figures) from finished runs."""
@@ -140,14 +140,14 @@ def report_command(
 @app.command("probe", context_settings=_EXTRA)
 def probe_command(
     ctx: typer.Context,
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config: task, model, seed, training."),
+    config: str | None = typer.Option(None, "--config", "-c", help="YAML config: task, model, seed, training."),
     sizes: str = typer.Option("0,16,32,64,128", "--sizes",
                               help="Comma-separated labelled-set sizes (0 = the base model)."),
     probe_size: int = typer.Option(64, "--probe-size", help="Pool examples in the probe set (in no labelled set)."),
-    strength: Optional[list[str]] = typer.Option(
+    strength: list[str] | None = typer.Option(
         None, "--strength", help="Constraint-term sweep KEY=V1,V2 (repeatable): train.weight_decay_b,"
                                  " train.b_penalty or al.mc_dropout_p."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Output folder (probe.json, probe.md, figures)."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Output folder (probe.json, probe.md, figures)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """The paper's two probes: AUROC of u_base and u_full at finding wrong answers, and ECE with and without
@@ -216,7 +216,7 @@ def annotate_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: loopback only)."),
     port: int = typer.Option(0, "--port", help="Port (0: any free port).", min=0, max=65535),
     annotator: str = typer.Option("web", "--annotator", help="Name recorded as human:NAME with each label."),
-    token: Optional[str] = typer.Option(None, "--token", help="Access token (off loopback; default: a random one)."),
+    token: str | None = typer.Option(None, "--token", help="Access token (off loopback; default: a random one)."),
 ) -> None:
     """Serve a local page to answer the open round's query; each answer is committed as it is given."""
     from star.annotation.queries import open_round

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import star.loop as loop
+from star import loop
 from star.annotation.queries import open_round, query_row, write_batch
 from star.annotation.server import AnnotationServer, make_server
 from star.config import build_config, dump_config, load_config
@@ -59,7 +59,7 @@ def serve(run_dir: Path) -> AnnotationServer:
     return server
 
 
-def wait_text(driver, element_id: str, needle: str, timeout: float = 10.0) -> str:  # noqa: ANN001
+def wait_text(driver, element_id: str, needle: str, timeout: float = 10.0) -> str:
     """Wait until the element's text contains `needle`; return the text."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

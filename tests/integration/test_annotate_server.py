@@ -24,7 +24,7 @@ from star.store.labels import LabelStore
 
 
 @pytest.fixture
-def make_run(make_waiting_run):  # noqa: ANN001, ANN201 - the conftest factory
+def make_run(make_waiting_run):
     return make_waiting_run
 
 
@@ -176,14 +176,14 @@ def test_host_header_parsing() -> None:
     assert split_host("localhost") == ("localhost", "")
 
 
-def test_no_open_round_is_refused_at_start(tmp_path: Path, make_run) -> None:  # noqa: ANN001
+def test_no_open_round_is_refused_at_start(tmp_path: Path, make_run) -> None:
     run_dir, _ = make_run(tmp_path)
     (run_dir / "round-0" / "query.jsonl").unlink()
     with pytest.raises(RunStateError, match="no query"):
         make_server(run_dir)
 
 
-def test_star_annotate_command_prints_the_url_and_stops_cleanly(tmp_path: Path, make_run) -> None:  # noqa: ANN001
+def test_star_annotate_command_prints_the_url_and_stops_cleanly(tmp_path: Path, make_run) -> None:
     run_dir, ids = make_run(tmp_path)
     # SIGINT as in a terminal: a shell's background job (e.g. `pytest &`) hands its children SIGINT ignored
     proc = subprocess.Popen([sys.executable, "-m", "star", "annotate", str(run_dir), "--port", "0"],

@@ -24,7 +24,7 @@ def _serve(server: AnnotationServer) -> threading.Thread:
 
 
 @pytest.fixture
-def open_to_all(tmp_path: Path, make_waiting_run) -> Iterator[tuple[AnnotationServer, list[str]]]:  # noqa: ANN001
+def open_to_all(tmp_path: Path, make_waiting_run) -> Iterator[tuple[AnnotationServer, list[str]]]:
     """Bound to every interface, so a token is required; the test talks to it over 127.0.0.1 only."""
     run_dir, ids = make_waiting_run(tmp_path)
     server = make_server(run_dir, host="0.0.0.0")
@@ -45,7 +45,7 @@ def _get(port: int, path: str, headers: dict[str, str] | None = None, host: str 
         conn.close()
 
 
-def test_off_loopback_every_request_needs_the_token(open_to_all) -> None:  # noqa: ANN001
+def test_off_loopback_every_request_needs_the_token(open_to_all) -> None:
     server, ids = open_to_all
     assert server.token and len(server.token) >= 24 and server.url.endswith(f"/?token={server.token}")
     for path in ("/", "/page.js", "/api/items", f"/api/items?token={server.token[:-1]}x"):
@@ -57,7 +57,7 @@ def test_off_loopback_every_request_needs_the_token(open_to_all) -> None:  # noq
     conn.close()
 
 
-def test_the_token_in_the_url_becomes_a_same_site_cookie(open_to_all) -> None:  # noqa: ANN001
+def test_the_token_in_the_url_becomes_a_same_site_cookie(open_to_all) -> None:
     server, ids = open_to_all
     status, _, headers = _get(server.port, f"/?token={server.token}")
     cookie = headers["Set-Cookie"]
@@ -68,7 +68,7 @@ def test_the_token_in_the_url_becomes_a_same_site_cookie(open_to_all) -> None:  
     assert _get(server.port, "/api/items", {"Cookie": "star_token=wrong-token-value-xxxxxxxx"})[0] == 403
 
 
-def test_loopback_needs_no_token_and_a_bad_token_is_refused(tmp_path: Path, make_waiting_run) -> None:  # noqa: ANN001
+def test_loopback_needs_no_token_and_a_bad_token_is_refused(tmp_path: Path, make_waiting_run) -> None:
     run_dir, _ = make_waiting_run(tmp_path)
     server = make_server(run_dir)
     try:
@@ -79,7 +79,7 @@ def test_loopback_needs_no_token_and_a_bad_token_is_refused(tmp_path: Path, make
         make_server(run_dir, token="short")
 
 
-def test_ipv6_loopback_is_served(tmp_path: Path, make_waiting_run) -> None:  # noqa: ANN001
+def test_ipv6_loopback_is_served(tmp_path: Path, make_waiting_run) -> None:
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
     run_dir, ids = make_waiting_run(tmp_path)
@@ -97,7 +97,7 @@ def test_ipv6_loopback_is_served(tmp_path: Path, make_waiting_run) -> None:  # n
         server.server_close()
 
 
-def test_a_stalled_client_is_cut_off(tmp_path: Path, make_waiting_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+def test_a_stalled_client_is_cut_off(tmp_path: Path, make_waiting_run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(server_module._Handler, "timeout", 0.5)
     run_dir, _ = make_waiting_run(tmp_path)
     server = make_server(run_dir)
@@ -123,7 +123,7 @@ def test_host_without_port_matches_only_on_port_80() -> None:
     assert host_matches("anything.example", "0.0.0.0", 8000)  # all interfaces: the token guards instead
 
 
-def test_a_bad_host_is_blamed_not_the_port(tmp_path: Path, make_waiting_run) -> None:  # noqa: ANN001
+def test_a_bad_host_is_blamed_not_the_port(tmp_path: Path, make_waiting_run) -> None:
     run_dir, _ = make_waiting_run(tmp_path)
     with pytest.raises(StarError) as err:
         make_server(run_dir, host="192.0.2.1")  # TEST-NET-1: never an address of this machine

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import star.loop as loop
+from star import loop
 from star.cli import main
 from star.config import RunConfig
 from star.errors import ConfigError, RunStateError

@@ -11,10 +11,10 @@ import pytest
 
 from star import loop
 from star.al.cost import budget_prefix
-from star.store.io import read_jsonl
 from star.config import build_config
 from star.experiments.report import write_report
 from star.loop import rounds, selection
+from star.store.io import read_jsonl
 from star.store.labels import LabelStore
 from star.tasks import build_task
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import star.loop as loop
+from star import loop
 from star.errors import RunLockedError, RunStateError, StorageError
 from star.store import io
 from star.store.labels import LabelStore
@@ -183,7 +183,7 @@ def test_a_full_disk_at_a_write_stops_the_run_and_a_resume_ends_as_uninterrupted
 
 def test_a_full_disk_while_saving_an_adapter_stops_the_run_and_a_resume_ends_as_uninterrupted(
         config, reference, tmp_path, monkeypatch):
-    import peft.peft_model as peft_model
+    from peft import peft_model
 
     real, calls = peft_model.safe_save_file, []
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from test_faults import outcome
 
-import star.loop as loop
+from star import loop
 from star.store.runs import RunDir
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import star.loop as loop
+from star import loop
 from star.annotation.commit import import_labels
 from star.annotation.queries import open_round
 from star.config import load_config

@@ -24,7 +24,7 @@ def probe_config(tiny_run_config: dict, tmp_path: Path, monkeypatch) -> Path:
     return path
 
 
-def _walk_numbers(value):  # noqa: ANN001, ANN202
+def _walk_numbers(value):
     if isinstance(value, dict):
         for v in value.values():
             yield from _walk_numbers(v)
@@ -66,7 +66,7 @@ def test_probe_end_to_end_and_resume(probe_config: Path, tmp_path: Path, capsys,
 
     import star.experiments.probe as probe_module
 
-    def no_training(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+    def no_training(*_a, **_k):
         raise AssertionError("a size already in probe.json was measured again")
 
     monkeypatch.setattr(probe_module, "train_live", no_training)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import star.loop as loop
+from star import loop
 from star.annotation.oracle import Oracle
 from star.store.io import read_jsonl
 from star.store.runs import RunDir

@@ -20,7 +20,7 @@ from star.engine.forward import response_loss
 from star.engine.scoring import score_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import release_baseline  # noqa: E402
+import release_baseline
 from tiny_helpers import tuned_tiny_model
 
 PAD = 0

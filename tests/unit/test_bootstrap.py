@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import star.experiments.bootstrap as bootstrap
+from star.experiments import bootstrap
 from star.experiments.bootstrap import (
     Settings,
     difference_interval,

@@ -228,7 +228,7 @@ def test_cli_missing_model_folder_leaves_no_run_behind(capsys: pytest.CaptureFix
 
 
 @pytest.fixture
-def star_log_handlers():  # noqa: ANN201
+def star_log_handlers():
     """Restore the 'star' logger's handlers after the test (closing any the test left open)."""
     import logging
 
@@ -242,7 +242,7 @@ def star_log_handlers():  # noqa: ANN201
 
 
 def test_cli_run_does_not_leak_a_log_handler(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch, star_log_handlers) -> None:  # noqa: ANN001
+                                            monkeypatch: pytest.MonkeyPatch, star_log_handlers) -> None:
     import logging
 
     monkeypatch.chdir(tmp_path)

@@ -38,7 +38,7 @@ def training_modules(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if m.training]
 
 
-def score(model: nn.Module, **kw) -> tuple[np.ndarray, np.ndarray]:  # noqa: ANN003
+def score(model: nn.Module, **kw) -> tuple[np.ndarray, np.ndarray]:
     u = score_pairs(model, PROMPTS, RESPONSES, PAD, batch_size=kw.pop("batch_size", 16), show_progress=False, **kw)
     return u.pe, u.me
 
@@ -217,9 +217,9 @@ def test_mc_dropout_restores_eval_mode_after_an_exception(model: nn.Module) -> N
 # --- coupled L2 penalty on B (train.b_penalty) -------------------------------------------------
 
 
-def _first_step_grads(model: nn.Module, monkeypatch, config: TrainConfig) -> tuple[list, list]:  # noqa: ANN001
+def _first_step_grads(model: nn.Module, monkeypatch, config: TrainConfig) -> tuple[list, list]:
     """(A grads, B grads) seen by the optimizer's first step of train_adapter (one step: all rows, 1 epoch)."""
-    import star.engine.training as training
+    from star.engine import training
 
     seen: list[tuple[list, list]] = []
     original = training.make_optimizer
@@ -271,7 +271,7 @@ def test_b_penalty_term_alone_has_gradient_two_beta_b(model: nn.Module) -> None:
 
 
 def test_b_penalty_zero_never_builds_the_term_and_trains_bit_identically(model: nn.Module, monkeypatch) -> None:
-    import star.engine.training as training
+    from star.engine import training
 
     def trained(config: TrainConfig) -> list[torch.Tensor]:
         reset_adapter(model, seed=1)
@@ -280,7 +280,7 @@ def test_b_penalty_zero_never_builds_the_term_and_trains_bit_identically(model: 
 
     default = trained(TrainConfig(batch_size=2, epochs=2))
 
-    def forbidden(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+    def forbidden(*_a, **_k):
         raise AssertionError("b_penalty computed with train.b_penalty=0")
 
     monkeypatch.setattr(training, "b_penalty", forbidden)

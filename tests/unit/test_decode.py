@@ -29,12 +29,12 @@ def loaded(tiny_model_dir: Path):
     return tuned_tiny_model(tiny_model_dir, seed=7, dropout=0.3)
 
 
-def _reference(model, tok, prompts, is_complete=None):  # noqa: ANN001, ANN202
+def _reference(model, tok, prompts, is_complete=None):
     ids, mask = left_pad(prompts, tok.pad_token_id)
     return _generate_hf(model, tok, ids, mask, tok.pad_token_id, MAX_NEW, is_complete, False, True, False)
 
 
-def _mid_answer_token(model, tok, prompts) -> int:  # noqa: ANN001
+def _mid_answer_token(model, tok, prompts) -> int:
     """A token, printable on its own, that some greedy answers hold before their end and others never hold."""
     answers = [g.token_ids for g in generate_batch(model, RenamedTokenizer(tok, eos=-1, pad=0), prompts, MAX_NEW)]
     for t in sorted({t for a in answers for t in a[1:-2]}):
@@ -43,7 +43,7 @@ def _mid_answer_token(model, tok, prompts) -> int:  # noqa: ANN001
     raise AssertionError("no token ends some answers and not others")
 
 
-def _assert_same(got, want) -> None:  # noqa: ANN001
+def _assert_same(got, want) -> None:
     assert [g.token_ids for g in got] == [w.token_ids for w in want]
     assert [g.text for g in got] == [w.text for w in want]
     for g, w in zip(got, want):
@@ -68,7 +68,7 @@ def test_answers_equal_generate(loaded, monkeypatch, compact: int, prefix: list[
     _assert_same(got, want)
 
 
-def _first_widths(loaded) -> list[tuple[int, int]]:  # noqa: ANN001
+def _first_widths(loaded) -> list[tuple[int, int]]:
     """The (rows, tokens) of the decoder's first two forwards in a generation of the shared-prefix prompts."""
     widths = []
     decoder = loaded.model.get_base_model().get_decoder()
@@ -96,7 +96,7 @@ def test_completion_check_ends_a_row_without_an_eos_when_pad_is_eos(loaded) -> N
     its batch-mates do (generate pads it with EOS while they go on; that EOS is not the model's)."""
     prompts = [SHARED + p for p in OWN]
     stop = loaded.tokenizer.decode([_mid_answer_token(loaded.model, loaded.tokenizer, prompts)])
-    is_complete = lambda text: stop in text  # noqa: E731
+    is_complete = lambda text: stop in text
     tok = RenamedTokenizer(loaded.tokenizer, eos=1, pad=1)
     want = _reference(loaded.model, tok, prompts, is_complete)
     got = generate_batch(loaded.model, tok, prompts, MAX_NEW, is_complete=is_complete, stats=True)

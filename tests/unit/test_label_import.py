@@ -24,12 +24,12 @@ ROUNDS = 3
 
 
 @pytest.fixture
-def make_run(make_waiting_run):  # noqa: ANN001, ANN201 - the conftest factory, with this file's rounds
+def make_run(make_waiting_run):
     return lambda folder, task=None, n=4: make_waiting_run(folder, task, n, ROUNDS)
 
 
 @pytest.fixture
-def run(tmp_path: Path, make_run) -> tuple[Path, list[str]]:  # noqa: ANN001
+def run(tmp_path: Path, make_run) -> tuple[Path, list[str]]:
     return make_run(tmp_path)
 
 
@@ -205,7 +205,7 @@ def test_label_already_committed_is_never_overwritten(run, tmp_path: Path) -> No
     assert snapshot(run_dir) == [(ids[0], "1", "human", 0)]
 
 
-def test_choice_task_checks_the_choices(tmp_path: Path, make_run) -> None:  # noqa: ANN001
+def test_choice_task_checks_the_choices(tmp_path: Path, make_run) -> None:
     data = tmp_path / "data"
     data.mkdir()
     for name in ("train.jsonl", "test.jsonl"):
@@ -220,7 +220,7 @@ def test_choice_task_checks_the_choices(tmp_path: Path, make_run) -> None:  # no
 # --- the run's state -------------------------------------------------------------------------
 
 
-def test_no_query_yet_says_how_to_get_one(tmp_path: Path, make_run) -> None:  # noqa: ANN001
+def test_no_query_yet_says_how_to_get_one(tmp_path: Path, make_run) -> None:
     run_dir, _ = make_run(tmp_path)
     (run_dir / "round-0" / "query.jsonl").unlink()
     with pytest.raises(RunStateError) as info:
@@ -228,7 +228,7 @@ def test_no_query_yet_says_how_to_get_one(tmp_path: Path, make_run) -> None:  # 
     assert "no query" in info.value.message and f"star run --resume {run_dir}" in info.value.hint
 
 
-def test_finished_run_and_non_run(tmp_path: Path, make_run) -> None:  # noqa: ANN001
+def test_finished_run_and_non_run(tmp_path: Path, make_run) -> None:
     run_dir, _ = make_run(tmp_path)
     for t in range(ROUNDS):
         write_json(run_dir / f"round-{t}" / "metrics.json", {"round": t})
@@ -273,7 +273,7 @@ _FILE = st.tuples(st.lists(_LINE, max_size=8), st.sampled_from([b"\n", b"\r\n"])
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])  # a stateless factory
 @given(_FILE)
-def test_property_import_is_all_or_nothing_and_never_crashes(make_run, file_spec) -> None:  # noqa: ANN001
+def test_property_import_is_all_or_nothing_and_never_crashes(make_run, file_spec) -> None:
     lines, sep, suffix = file_spec
     with tempfile.TemporaryDirectory() as tmp:
         run_dir, ids = make_run(Path(tmp))
@@ -359,7 +359,7 @@ def test_correction_is_all_or_nothing_and_names_every_bad_line(run: tuple[Path, 
         correct_labels(run_dir, write(tmp_path / "same.jsonl", [{"id": ids[0], "answer": "5"}]))
 
 
-def test_cli_correct_on_a_labelled_run(run: tuple[Path, list[str]], tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_cli_correct_on_a_labelled_run(run: tuple[Path, list[str]], tmp_path: Path, capsys) -> None:
     run_dir, ids = run
     import_labels(run_dir, write(tmp_path / "a.jsonl", [{"id": ids[0], "answer": "5"}]))
     assert main(["label", str(run_dir), str(write(tmp_path / "fix.jsonl", [{"id": ids[0], "answer": "4"}])), "--correct"]) == 0
@@ -384,7 +384,7 @@ def test_human_annotator_needs_only_the_round_context(tmp_path: Path, capsys: py
     run_dir, asked = RunDir.create(tmp_path / "run"), []
     write_jsonl(run_dir.scores_path(1), [{"id": e.id, "score": 0.25} for e in pool])  # as select_round writes it
 
-    def suggest(ids):  # noqa: ANN001, ANN202
+    def suggest(ids):
         asked.append(list(ids))
         return [f"so the answer is {n}" for n, _ in enumerate(ids)]
 

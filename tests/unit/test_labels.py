@@ -22,7 +22,7 @@ def store(tmp_path: Path) -> LabelStore:
     s.close()
 
 
-def ids(labels) -> list[str]:  # noqa: ANN001
+def ids(labels) -> list[str]:
     return [lab.example_id for lab in labels]
 
 

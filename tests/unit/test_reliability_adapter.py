@@ -27,7 +27,7 @@ def _state(model) -> dict[str, torch.Tensor]:
 
 def _fail_saving(monkeypatch, how: str) -> None:
     """peft's safetensors write fails as a full disk does: a Python OSError, or safetensors' own error text."""
-    import peft.peft_model as peft_model
+    from peft import peft_model
     from safetensors import SafetensorError
 
     def failing(tensors, filename, metadata=None):

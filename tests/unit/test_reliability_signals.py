@@ -37,10 +37,9 @@ def test_sigterm_raises_run_interrupted_naming_round_and_phase_and_restores_hand
 
 
 def test_sigint_too_and_outside_the_rounds_it_says_so():
-    with pytest.raises(RunInterrupted, match="SIGINT outside the rounds") as info:
-        with signals.stop_on_signals(PHASES):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(5)
+    with pytest.raises(RunInterrupted, match="SIGINT outside the rounds") as info, signals.stop_on_signals(PHASES):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
     assert info.value.exit_code == 130
 
 
@@ -67,11 +66,10 @@ def test_a_relaunching_parent_passes_sigterm_to_its_launcher_and_returns_its_cod
 def test_library_code_catching_exception_cannot_swallow_the_stop():
     """A signal that lands inside `except Exception` code (as jinja2's template compiler has) still stops the run."""
     swallowed = []
-    with pytest.raises(RunInterrupted) as err:
-        with signals.stop_on_signals({}):
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(5)
-            except Exception as e:  # noqa: BLE001 - what a library might do
-                swallowed.append(e)
+    with pytest.raises(RunInterrupted) as err, signals.stop_on_signals({}):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except Exception as e:  # noqa: BLE001 - what a library might do
+            swallowed.append(e)
     assert swallowed == [] and err.value.signum == signal.SIGTERM

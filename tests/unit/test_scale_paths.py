@@ -246,7 +246,7 @@ def test_bf16_scoring_keeps_statistics_fp32_and_close_to_fp32(loaded):
 
 
 def test_al_precision_applies_to_pool_scoring_and_not_to_evaluation(tiny_run_config, monkeypatch):
-    import star.loop as loop
+    from star import loop
     from star.engine import placement
 
     seen: dict[str, set] = {"score": set(), "eval": set()}

@@ -9,7 +9,7 @@ from star.al.schedules import SCHEDULES, lambda_at, linear
 from star.al.strategies import STRATEGIES, ScoreInputs, get_strategy, minmax, top_k
 
 
-def inputs(u_base, u_full, lam_t: float = 0.5, seed: int = 0) -> ScoreInputs:  # noqa: ANN001
+def inputs(u_base, u_full, lam_t: float = 0.5, seed: int = 0) -> ScoreInputs:
     u_base = None if u_base is None else np.asarray(u_base, dtype=np.float64)
     u_full = None if u_full is None else np.asarray(u_full, dtype=np.float64)
     n = len(u_full if u_full is not None else u_base)
@@ -17,7 +17,7 @@ def inputs(u_base, u_full, lam_t: float = 0.5, seed: int = 0) -> ScoreInputs:  #
     return ScoreInputs(u_base, u_full, lam_t, np.random.default_rng(seed), n, embeddings=emb[:n], labelled_embeddings=emb[n:])
 
 
-def picks(name: str, u_base, u_full, k: int, lam_t: float = 0.5, seed: int = 0) -> list[int]:  # noqa: ANN001
+def picks(name: str, u_base, u_full, k: int, lam_t: float = 0.5, seed: int = 0) -> list[int]:
     return get_strategy(name).select(inputs(u_base, u_full, lam_t, seed), k)[1].tolist()
 
 

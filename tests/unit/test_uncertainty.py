@@ -56,7 +56,7 @@ class FullLogitsOnly(nn.Module):
         super().__init__()
         self.inner = inner
 
-    def forward(self, input_ids, attention_mask=None):  # noqa: ANN001, ANN201
+    def forward(self, input_ids, attention_mask=None):
         return self.inner(input_ids=input_ids, attention_mask=attention_mask)
 
 

@@ -92,7 +92,7 @@ def test_inference_blocks_use_no_grad_only_for_a_partitioned_model():
         assert not torch.is_inference_mode_enabled() and not torch.is_grad_enabled()
 
 
-def _spawn(fn, *args) -> None:  # noqa: ANN001
+def _spawn(fn, *args) -> None:
     """Run fn(rank, *args) in 2 processes; a hang (mismatched collectives) fails instead of blocking."""
     context = mp.start_processes(fn, args=args, nprocs=2, join=False, start_method="spawn")
     for _ in range(60):
@@ -103,7 +103,7 @@ def _spawn(fn, *args) -> None:  # noqa: ANN001
     pytest.fail("the two processes did not finish within 5 minutes: mismatched collectives?")
 
 
-def _partitioned(rank: int, folder: str, port: int):  # noqa: ANN202
+def _partitioned(rank: int, folder: str, port: int):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
     import torch.distributed as tdist
 

@@ -126,7 +126,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = IDLE_TIMEOUT  # a stalled client (e.g. one that sends headers and no body) does not hold a thread
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the label store is the record."""
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
@@ -185,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Set-Cookie", f"{_COOKIE}={self.server.token}; HttpOnly; SameSite=Strict; Path=/")
         super().end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if not self._guard():
             return
         path = urlsplit(self.path).path
@@ -199,7 +199,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if not self._guard():
             return
         if urlsplit(self.path).path != "/api/label":

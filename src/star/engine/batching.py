@@ -22,7 +22,7 @@ def chat_messages(prompt: str, system: str | None = None) -> list[dict[str, str]
     return system_part + [{"role": "user", "content": prompt}]
 
 
-def prompt_text(tokenizer, prompt: str, system: str | None = None) -> str:  # noqa: ANN001 - HF tokenizer
+def prompt_text(tokenizer, prompt: str, system: str | None = None) -> str:
     """The full prompt string the model sees before its answer."""
     if getattr(tokenizer, "chat_template", None):
         messages = chat_messages(prompt, system)
@@ -33,7 +33,7 @@ def prompt_text(tokenizer, prompt: str, system: str | None = None) -> str:  # no
 ENCODE_CHUNK = 1024  # texts per tokenizer call: one call over a 100k pool held ~2 GB of encodings at once
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], max_tokens: int,  # noqa: ANN001 - HF tokenizer
+def encode_prompts(tokenizer, prompts: Sequence[str], max_tokens: int,
                    system: str | None = None) -> list[list[int]]:
     """Prompt ids, cut from the left to `max_tokens` so the answer cue at the end survives."""
     out: list[list[int]] = []
@@ -43,7 +43,7 @@ def encode_prompts(tokenizer, prompts: Sequence[str], max_tokens: int,  # noqa: 
     return out
 
 
-def encode_responses(tokenizer, responses: Sequence[str], max_tokens: int) -> list[list[int]]:  # noqa: ANN001
+def encode_responses(tokenizer, responses: Sequence[str], max_tokens: int) -> list[list[int]]:
     """Response ids + EOS, cut from the right to `max_tokens` (EOS kept only when it fits)."""
     ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
     eos = tokenizer.eos_token_id
@@ -64,7 +64,7 @@ class PairBatch:
     targets: torch.Tensor
     rows: torch.Tensor
 
-    def to(self, device: torch.device) -> "PairBatch":
+    def to(self, device: torch.device) -> PairBatch:
         return PairBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.predict_mask, self.targets, self.rows)))
 
     @property

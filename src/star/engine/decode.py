@@ -119,7 +119,7 @@ def _record(rows: list[DecodedRow], batch: _Batch, logits: torch.Tensor, stats: 
     return top
 
 
-def _done(rows: list[DecodedRow], live: list[int], tokens: torch.Tensor, eos: int, tokenizer,  # noqa: ANN001
+def _done(rows: list[DecodedRow], live: list[int], tokens: torch.Tensor, eos: int, tokenizer,
           is_complete: Callable[[str], bool] | None) -> torch.Tensor:
     """(live,) whether each live row ended: EOS, or `is_complete` of its text so far."""
     done = tokens == eos  # (live,)
@@ -178,7 +178,7 @@ def _any_training(model: nn.Module) -> bool:
     return any(m.training for m in model.modules())
 
 
-def greedy_decode(model: nn.Module, tokenizer, prompts: Sequence[list[int]], pad_id: int, max_new_tokens: int,  # noqa: ANN001
+def greedy_decode(model: nn.Module, tokenizer, prompts: Sequence[list[int]], pad_id: int, max_new_tokens: int,
                   is_complete: Callable[[str], bool] | None = None, stats: bool = False,
                   share_prefix: bool = True) -> list[DecodedRow]:
     """Greedy answers to prompts (token-id rows), each ended by EOS, `is_complete(text)` or `max_new_tokens`;

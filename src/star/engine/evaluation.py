@@ -44,7 +44,7 @@ class EvalResult:
     mode: str = "generate"
 
 
-def answer_confidence(tokenizer, task: Task, gen: Generation) -> float:  # noqa: ANN001
+def answer_confidence(tokenizer, task: Task, gen: Generation) -> float:
     """P(answer tokens) for an extracted answer, else the response's geometric-mean token probability."""
     if not gen.logprobs:
         return 0.0
@@ -94,7 +94,7 @@ def example_options(task: Task, examples: Sequence[Example]) -> list[list[str]]:
     return texts  # (n, C)
 
 
-def evaluate_options(model: nn.Module, tokenizer, task: Task, examples: Sequence[Example],  # noqa: ANN001
+def evaluate_options(model: nn.Module, tokenizer, task: Task, examples: Sequence[Example],
                      prompts: Sequence[list[int]], config: EvalConfig, show_progress: bool = True, *,
                      max_answer_tokens: int = 256, dist: Dist = Dist()) -> EvalResult:
     """Accuracy (argmax option; per character: accuracy_norm) and ECE from each answer option's log-likelihood.
@@ -119,11 +119,11 @@ def evaluate_options(model: nn.Module, tokenizer, task: Task, examples: Sequence
                    accuracy_norm=float(np.mean(correct_norm)) if correct_norm else 0.0, mode="options")
 
 
-def _pad_id(tokenizer) -> int:  # noqa: ANN001
+def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-def evaluate(model: nn.Module, tokenizer, task: Task, examples: Sequence[Example], prompts: Sequence[list[int]],  # noqa: ANN001
+def evaluate(model: nn.Module, tokenizer, task: Task, examples: Sequence[Example], prompts: Sequence[list[int]],
              config: EvalConfig, show_progress: bool = True, *, mode: str = "generate", max_answer_tokens: int = 256,
              dist: Dist = Dist()) -> EvalResult:
     """Accuracy and ECE of the model on `examples`, work shared out over `dist`: mode `options` scores the task's

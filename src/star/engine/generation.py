@@ -49,11 +49,11 @@ class _AnswerComplete:
     tokens it had then, so the padding `generate` adds while other rows go on is not taken for its answer
     (with pad == EOS it would read as an EOS the model never chose)."""
 
-    def __init__(self, tokenizer, prompt_width: int, is_complete: Callable[[str], bool]) -> None:  # noqa: ANN001
+    def __init__(self, tokenizer, prompt_width: int, is_complete: Callable[[str], bool]) -> None:
         self.tokenizer, self.width, self.is_complete = tokenizer, prompt_width, is_complete
         self.ended: dict[int, int] = {}
 
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:  # noqa: ANN003
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
         new = input_ids[:, self.width :]  # (B, t)
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         done = [self.is_complete(t) for t in texts]
@@ -146,7 +146,7 @@ def _trim(ids: list[int], logprobs: list[float], eos_id: int, pad_id: int) -> tu
     return ids[:end], logprobs[:end]
 
 
-def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,  # noqa: ANN001
+def generate_batch(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int,
                    is_complete: Callable[[str], bool] | None = None, synced: bool = False,
                    stats: bool = False, embed: bool = False) -> list[Generation]:
     """Greedy answers for one batch of prompt ids; `stats`: with their PE and ME (`Generation.pe`, `.me`);
@@ -174,7 +174,7 @@ def _summed(row: DecodedRow, stats: bool) -> tuple[float | None, float | None]:
     return float(-logp.sum()), float(ent.sum())
 
 
-def _generate_hf(model: nn.Module, tokenizer, ids: torch.Tensor, mask: torch.Tensor, pad_id: int,  # noqa: ANN001
+def _generate_hf(model: nn.Module, tokenizer, ids: torch.Tensor, mask: torch.Tensor, pad_id: int,
                  max_new_tokens: int, is_complete: Callable[[str], bool] | None, synced: bool, stats: bool,
                  embed: bool) -> list[Generation]:
     """`generate_batch` through `model.generate`: sharded models, and generation configs `decode` does not follow."""
@@ -208,7 +208,7 @@ def _generate_hf(model: nn.Module, tokenizer, ids: torch.Tensor, mask: torch.Ten
     return results
 
 
-def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,  # noqa: ANN001
+def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,
              is_complete: Callable[[str], bool] | None = None, desc: str = "generate",
              show_progress: bool = True, *, dist: Dist = Dist(), stats: bool = False,
              embed: bool = False) -> list[Generation]:
@@ -224,6 +224,6 @@ def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], max_new_
                             desc, show_progress)
 
 
-def token_char_ends(tokenizer, token_ids: Sequence[int]) -> list[int]:  # noqa: ANN001
+def token_char_ends(tokenizer, token_ids: Sequence[int]) -> list[int]:
     """End offset, in the decoded text, of each token (by decoding growing prefixes)."""
     return [len(tokenizer.decode(list(token_ids[: i + 1]), skip_special_tokens=True)) for i in range(len(token_ids))]

@@ -144,7 +144,7 @@ class LoadedModel:
     dtype: torch.dtype
 
 
-def load_tokenizer(path: str):  # noqa: ANN201 - transformers tokenizer
+def load_tokenizer(path: str):
     """The tokenizer, with a pad token (eos when it has none)."""
     from transformers import AutoTokenizer
 

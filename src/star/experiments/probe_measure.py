@@ -84,7 +84,7 @@ def gap_summary(base: dict[str, list], tuned: dict[str, list]) -> dict[str, Any]
     wrong = ~np.asarray(tuned["correct"], dtype=bool)
     scores = {"u_base": (base["pe"], base["me"]), "u_full": (tuned["pe"], tuned["me"]),
               "u_full_mc": (tuned["pe_mc"], tuned["me_mc"])}
-    return {"accuracy": float(1.0 - wrong.mean()), "n": int(len(wrong)),
+    return {"accuracy": float(1.0 - wrong.mean()), "n": len(wrong),
             "auroc": {name: None if pe is None else {"pe": auroc(np.asarray(pe), wrong),
                                                      "me": auroc(np.asarray(me), wrong)}
                       for name, (pe, me) in scores.items()}}

@@ -88,7 +88,7 @@ def fsdp_settings(env: Mapping[str, str] | None = None) -> FsdpSettings | None:
 ROOT_METHOD = "star_with_root_params"
 
 
-def _call(self: nn.Module, fn: Callable[[], T]) -> T:  # noqa: ARG001 - bound to the root, whose FSDP hooks wrap it
+def _call(self: nn.Module, fn: Callable[[], T]) -> T:
     return fn()
 
 

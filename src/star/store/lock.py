@@ -46,7 +46,7 @@ class RunLock:
         self._fd: int | None = None
         self.stale: dict[str, Any] | None = None  # the dead holder whose lock was taken over, if any
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         """Take the lock, or raise RunLockedError naming the live holder. Never waits."""
         import fcntl
 
@@ -87,7 +87,7 @@ class RunLock:
     def __del__(self) -> None:  # a holder dropped without release (e.g. a setup that failed): let go
         self.release()
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

@@ -98,7 +98,7 @@ class RunDir:
             )
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str]) -> "RunDir":
+    def create(cls, path: str | os.PathLike[str]) -> RunDir:
         """A new run directory; refuses one that already holds a run."""
         cls.refuse_existing(path)
         run = cls(path)
@@ -106,7 +106,7 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> "RunDir":
+    def open(cls, path: str | os.PathLike[str]) -> RunDir:
         """An existing run directory (for resume, report, query, label), its config.yaml whole."""
         run = cls(path)
         if not run.config_path.is_file():

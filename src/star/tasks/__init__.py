@@ -38,4 +38,4 @@ def build_task(config: TaskConfig) -> Task:
     return task
 
 
-__all__ = ["AnswerType", "Example", "Task", "TASKS", "build_task"]
+__all__ = ["TASKS", "AnswerType", "Example", "Task", "build_task"]
