@@ -138,3 +138,30 @@ def test_an_accelerator_forward_uses_the_hashed_mask(monkeypatch) -> None:
         y = drop(x)
     keep = sd.keep_hashed(x.shape, [3, 4], [5, 2], 1, 0.5, "cpu")
     torch.testing.assert_close(y, x * keep * 2.0, rtol=0, atol=0)
+
+
+def test_a_forked_child_draws_on_a_pool_of_its_own() -> None:
+    """A child forked after the parent drew on the pool inherits the pool object but none of its threads."""
+    import multiprocessing
+
+    from star.engine import seeded_dropout
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        shape, seeds, lengths = torch.Size((4, 64, 512)), [1, 2, 3, 4], [64, 64, 30, 64]  # above the pool's minimum
+        parent = seeded_dropout.keep_cpu(shape, seeds, lengths, 0, 0.2)
+        assert seeded_dropout._POOL is not None
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(1) as child:
+            result = child.apply_async(_child_keep, (shape, seeds, lengths))
+            assert torch.equal(torch.from_numpy(result.get(timeout=60)), parent)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _child_keep(shape: torch.Size, seeds: list[int], lengths: list[int]) -> object:
+    from star.engine import seeded_dropout
+
+    torch.set_num_threads(2)
+    return seeded_dropout.keep_cpu(shape, seeds, lengths, 0, 0.2).numpy()

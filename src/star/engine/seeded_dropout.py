@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
@@ -117,23 +118,24 @@ def keep_cpu(shape: torch.Size, seeds: Sequence[int], lengths: Sequence[int], la
     return keep
 
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None
+_POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, pool)
 # Numbers a mask must draw before its rows go to the pool: below it (a decoding step's one token a
 # row) a pool's hand-off (~50 us) costs more than it saves (~150 us of drawing at 2**16).
 _THREADED_DRAW_MIN = 1 << 16
 
 
 def _draw_pool() -> ThreadPoolExecutor | None:
-    """A thread pool as wide as torch's CPU threads (None for one thread), remade when that number changes."""
+    """A thread pool as wide as torch's CPU threads (None for one thread), remade when that number changes
+    and in a forked child, which inherits the pool but not its threads (work sent to it would wait forever)."""
     global _POOL
-    threads = torch.get_num_threads()
+    threads, pid = torch.get_num_threads(), os.getpid()
     if threads < 2:
         return None
-    if _POOL is None or _POOL[0] != threads:
-        if _POOL is not None:
-            _POOL[1].shutdown(wait=False)
-        _POOL = (threads, ThreadPoolExecutor(threads, thread_name_prefix="star-dropout-draws"))
-    return _POOL[1]
+    if _POOL is None or _POOL[:2] != (pid, threads):
+        if _POOL is not None and _POOL[0] == pid:
+            _POOL[2].shutdown(wait=False)
+        _POOL = (pid, threads, ThreadPoolExecutor(threads, thread_name_prefix="star-dropout-draws"))
+    return _POOL[2]
 
 
 class _ScaledKeep(torch.autograd.Function):
