@@ -165,3 +165,20 @@ def _child_keep(shape: torch.Size, seeds: list[int], lengths: list[int]) -> obje
 
     torch.set_num_threads(2)
     return seeded_dropout.keep_cpu(shape, seeds, lengths, 0, 0.2).numpy()
+
+
+def test_pool_draws_under_inference_mode_fill_the_callers_inference_tensor(monkeypatch) -> None:
+    """Inference mode is thread-local: the pool's threads must enter it to write the caller's mask."""
+    from star.engine import seeded_dropout
+
+    monkeypatch.setattr(seeded_dropout, "_THREADED_DRAW_MIN", 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        shape, seeds, lengths = torch.Size((3, 6, 8)), [1, 2, 3], [6, 2, 0]
+        with torch.inference_mode():
+            inside = seeded_dropout.keep_cpu(shape, seeds, lengths, 0, 0.5)
+        outside = seeded_dropout.keep_cpu(shape, seeds, lengths, 0, 0.5)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(inside, outside)

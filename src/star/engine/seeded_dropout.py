@@ -90,24 +90,11 @@ def keep_cpu(shape: torch.Size, seeds: Sequence[int], lengths: Sequence[int], la
     """
     keep = torch.empty(shape, dtype=torch.uint8)  # (B, T, d)
     states = _STATES.get()  # read here: a context variable is not seen by the pool's threads
+    inference = torch.is_inference_mode_enabled()  # thread-local too: `keep` is an inference tensor under it
 
     def draw_row(b: int) -> None:
-        start, length = int(starts[b]) if starts is not None else 0, int(lengths[b])
-        keep[b, length:] = 1  # padding beyond a row's length stays kept
-        if length == 0:
-            return
-        key = _mask_seed(int(seeds[b]), layer_key)
-        g = torch.Generator(device="cpu")
-        saved = states.get((key, start)) if states is not None and start else None
-        if saved is not None:  # the stream continues where this row's prefix ended
-            g.set_state(saved)
-            draw = torch.rand((length, shape[2]), generator=g)  # (L, d)
-        else:
-            g.manual_seed(key)
-            draw = torch.rand((start + length, shape[2]), generator=g)[start:]  # (L, d), independent of padding
-        if states is not None:
-            states[(key, start + length)] = g.get_state()
-        torch.ge(draw, p, out=keep[b, :length])
+        with torch.inference_mode(inference):
+            _draw_into(keep, b, seeds, lengths, starts, layer_key, p, states)
 
     pool = _draw_pool() if sum(int(n) for n in lengths) * shape[2] >= _THREADED_DRAW_MIN else None
     if pool is None or len(seeds) < 2:
@@ -116,6 +103,28 @@ def keep_cpu(shape: torch.Size, seeds: Sequence[int], lengths: Sequence[int], la
     else:
         list(pool.map(draw_row, range(len(seeds))))  # list(): re-raises a row's exception here
     return keep
+
+
+def _draw_into(keep: torch.Tensor, b: int, seeds: Sequence[int], lengths: Sequence[int],
+               starts: Sequence[int] | None, layer_key: int, p: float,
+               states: dict[tuple[int, int], torch.Tensor] | None) -> None:
+    """Row b of the (B, T, d) uint8 `keep`: its seeded draw over its length, kept (1) beyond it."""
+    start, length = int(starts[b]) if starts is not None else 0, int(lengths[b])
+    keep[b, length:] = 1  # padding beyond a row's length stays kept
+    if length == 0:
+        return
+    key = _mask_seed(int(seeds[b]), layer_key)
+    g = torch.Generator(device="cpu")
+    saved = states.get((key, start)) if states is not None and start else None
+    if saved is not None:  # the stream continues where this row's prefix ended
+        g.set_state(saved)
+        draw = torch.rand((length, keep.shape[2]), generator=g)  # (L, d)
+    else:
+        g.manual_seed(key)
+        draw = torch.rand((start + length, keep.shape[2]), generator=g)[start:]  # (L, d), independent of padding
+    if states is not None:
+        states[(key, start + length)] = g.get_state()
+    torch.ge(draw, p, out=keep[b, :length])
 
 
 _POOL: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, pool)
