@@ -174,10 +174,11 @@ def test_a_grid_written_before_the_precision_fields_resumes_with_its_old_behavio
     resume_compare(out, show_progress=False)  # before the fix: "records a different grid"
     redone = yaml.safe_load((out / "random" / "seed-1" / "config.yaml").read_text())
     assert redone["train"]["precision"] == "fp32" and redone["al"]["precision"] == "fp32"
-    # Starting the same grid with today's defaults is a different grid (bf16-capable training).
+    # Starting the same grid with today's defaults is a different grid (bf16-capable training and scoring).
     today = copy.deepcopy(base)
     today["train"].pop("precision")
-    with pytest.raises(ConfigError, match=r"records a different grid \(differs in base_config.train.precision\)"):
+    with pytest.raises(ConfigError, match=r"records a different grid \(differs in base_config.al.precision, "
+                                          r"base_config.train.precision\)"):
         compare(today, [Arm.strategy("random")], [0, 1], out, show_progress=False)
 
 

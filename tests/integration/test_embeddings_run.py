@@ -80,6 +80,7 @@ def _config(base: dict, folder: Path, strategy: str, **al) -> dict:
     cfg = copy.deepcopy(base)
     cfg["output_dir"] = str(folder)
     cfg["al"].update(strategy=strategy, **al)
+    cfg["al"].setdefault("precision", "fp32")  # compared with fp32 references (auto is bf16 where the CPU has it)
     return cfg
 
 

@@ -23,6 +23,7 @@ def _scores(cfg: dict, folder: Path, fused: bool) -> tuple[list[list[dict]], lis
     cfg = copy.deepcopy(cfg)
     cfg["output_dir"] = str(folder)
     cfg["al"].update(score_from_generation=fused, mc_dropout=False)  # base and tuned model: one deterministic pass each
+    cfg["al"]["precision"] = "fp32"  # the fp32 rounding bound above (auto is bf16 where the CPU has it)
     cfg["train"]["max_prompt_tokens"] = 512  # whole prompts (byte tokens): at 96 only the shared instructions are left
     loop.run(cfg, show_progress=False)
     run = RunDir(folder)

@@ -115,8 +115,9 @@ class ActiveLearningConfig(_Section):
     batch_size: int = Field(32, ge=1, description="Pool examples per generation / scoring batch (MC passes included).")
     max_new_tokens: int = Field(64, ge=1, description="Greedy tokens generated per pool example (generated response).")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "fp32", description="Pool generation and scoring matmuls: fp32, bf16 autocast (~2x faster on a CPU with"
-                            " AVX512-BF16, but greedy answers, hence selections, can change), or auto (bf16 where fast).")
+        "auto", description="Pool generation and scoring matmuls: fp32, bf16 autocast (~2x faster on a CPU with"
+                            " AVX512-BF16 or AMX; greedy answers, hence selections, can change, outcomes did not"
+                            " beyond seed noise: docs/results.md), or auto (bf16 where fast).")
     score_from_generation: bool = Field(True, description="One deterministic pass (the base model, or"
                                         " al.mc_dropout off): PE/ME from the greedy generation's own logits, no"
                                         " second forward (equal within float rounding); false: a teacher-forced pass.")
