@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,22 @@ def test_plain_run_records_no_stop(tiny_run_settings, tmp_path):
     [m] = loop.run(cfg, show_progress=False)
     assert "stop" not in m and "stop" not in m["seconds"]
     assert not list(Path(cfg["output_dir"]).glob("round-*/stop_set.jsonl"))
+
+
+def test_replayed_stop_rules_equal_what_the_run_recorded(tiny_run_settings, tmp_path):
+    """bench/replay_stop_rules.py rebuilds each round's "stop" record from the saved adapters: on a run that
+    recorded its rules, the replay gives the same values and verdicts (kappa and uncertainty included)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from replay_stop_rules import replay
+
+    from star.config import StopConfig
+
+    stop = {"rules": ["kappa", "uncertainty", "budget"], "enforce": False, "window": 1, "uncertainty": 50.0,
+            "budget": 8, "set_size": 6}
+    cfg = _stopping(tiny_run_settings, **stop)
+    cfg["al"]["rounds"] = 3
+    cfg["output_dir"] = str(tmp_path / "run")
+    metrics = loop.run(cfg, show_progress=False)
+    replayed = replay(tmp_path / "run", StopConfig(**stop), threads=1)
+    assert replayed == [m["stop"] for m in metrics]
+    assert replayed[1]["rules"]["kappa"]["value"] is not None and replayed[2]["rules"]["budget"]["holds"]

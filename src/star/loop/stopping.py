@@ -52,13 +52,18 @@ def rules_of(config: RunConfig) -> list[Rule]:
     return [build[name]() for name in stop.rules]
 
 
-def stop_set(exp: Experiment) -> list[int]:
-    """Pool indices of the stop set, sorted: a seeded sample of al.stop.set_size (all of a smaller pool)."""
-    n, size = len(exp.pool), exp.config.al.stop.set_size
+def stop_set_indices(n: int, size: int, seed: int) -> list[int]:
+    """Indices of the stop set in a pool of n, sorted: a sample of `size` seeded by the run's seed (all of a
+    smaller pool). Pure, so that tools replaying a finished run draw the same set."""
     if size >= n:
         return list(range(n))
-    rng = np.random.default_rng(derive_seed(exp.config.seed, 0, "stop"))
+    rng = np.random.default_rng(derive_seed(seed, 0, "stop"))
     return sorted(int(i) for i in rng.choice(n, size=size, replace=False))
+
+
+def stop_set(exp: Experiment) -> list[int]:
+    """Pool indices of the run's stop set (al.stop.set_size of its pool)."""
+    return stop_set_indices(len(exp.pool), exp.config.al.stop.set_size, exp.config.seed)
 
 
 def _answer(exp: Experiment, s: int, idx: list[int]) -> StopAnswers:
@@ -117,7 +122,11 @@ def still_unlabelled(exp: Experiment, t: int) -> list[int]:
     has one (a stop set as large as the pool, at the end): a model's answers on examples it was trained on
     agree by memory, not stability, and would lift kappa and lower the uncertainty."""
     labelled = {lab.example_id for lab in exp.store.up_to(t)}
-    ids = [exp.pool[i].id for i in stop_set(exp)]
+    return unlabelled_positions([exp.pool[i].id for i in stop_set(exp)], labelled)
+
+
+def unlabelled_positions(ids: list[str], labelled: set[str]) -> list[int]:
+    """Positions of the stop-set ids without a label; all of them when every one has one."""
     keep = [j for j, i in enumerate(ids) if i not in labelled]
     return keep or list(range(len(ids)))
 
@@ -126,19 +135,27 @@ def stop_record(exp: Experiment, t: int, metrics: dict[str, Any], answers: list[
     """metrics.json's "stop" of round t: every rule's value and verdict, and the rule that stops the run (the
     first that holds, in al.stop.rules order; only when al.stop.enforce and rounds remain), else None. Kappa and
     uncertainty read the stop set's examples still unlabelled after round t ("stop_set": how many of how many)."""
-    stop = exp.config.al.stop
+    record = rule_record(exp.config, t, metrics, answers, still_unlabelled(exp, t) if answers else [])
+    stopped_by = record["stopped_by"]
+    if stopped_by is not None:
+        log.info("round %d: stopping rule %s holds (value %s): the run stops early", t, stopped_by,
+                 record["rules"][stopped_by]["value"])
+    return record
+
+
+def rule_record(config: RunConfig, t: int, metrics: dict[str, Any], answers: list[StopAnswers],
+                keep: list[int]) -> dict[str, Any]:
+    """`stop_record` from its inputs alone: round t's metrics, the stop-set answers the rules read (oldest first)
+    and the stop-set positions still unlabelled (`keep`)."""
+    stop = config.al.stop
     cost = metrics.get("cost")
     total = float(cost["total"]) if isinstance(cost, dict) and "total" in cost else float(metrics["labels"])
-    keep = still_unlabelled(exp, t) if answers else []
     history = History(accuracy=[float(metrics["accuracy"])], labels=[int(metrics["labels"])], cost=[total],
                       predictions=[[a.predictions[j] for j in keep] for a in answers],
                       uncertainty=[float(answers[-1].uncertainty[keep].mean())] if answers else [])
-    verdicts = evaluate(rules_of(exp.config), history)
+    verdicts = evaluate(rules_of(config), history)
     holding = first_holding(verdicts)
-    stopped_by = holding if stop.enforce and t < exp.config.al.rounds - 1 else None
-    if stopped_by is not None:
-        log.info("round %d: stopping rule %s holds (value %s): the run stops early", t, stopped_by,
-                 verdicts[stopped_by].value)
+    stopped_by = holding if stop.enforce and t < config.al.rounds - 1 else None
     record: dict[str, Any] = {"rules": {name: v.as_json() for name, v in verdicts.items()}, "stopped_by": stopped_by}
     if answers:
         record["stop_set"] = {"size": len(answers[-1].predictions), "unlabelled": len(keep)}
