@@ -159,3 +159,22 @@ def test_replayed_stop_rules_equal_what_the_run_recorded(tiny_run_settings, tmp_
     replayed = replay(tmp_path / "run", StopConfig(**stop), threads=1)
     assert replayed == [m["stop"] for m in metrics]
     assert replayed[1]["rules"]["kappa"]["value"] is not None and replayed[2]["rules"]["budget"]["holds"]
+
+
+def test_recorded_rules_change_no_selection(tiny_run_settings, tmp_path):
+    """Rules recorded and not enforced (the stop set answered after every round) leave a pe-dynamic run's
+    selections, accuracy and scores as they are without them: what lets a replay pair with such runs."""
+    def run(folder: str, stop: dict | None) -> tuple[list[list[str]], list[dict]]:
+        cfg = copy.deepcopy(tiny_run_settings)
+        cfg["al"].update({"strategy": "pe-dynamic", "rounds": 3, **({"stop": stop} if stop else {})})
+        cfg["output_dir"] = str(tmp_path / folder)
+        metrics = loop.run(cfg, show_progress=False)
+        store = LabelStore(Path(cfg["output_dir"]) / "labels.sqlite")
+        picks = [sorted(lab.example_id for lab in store.up_to(t) if lab.round == t) for t in range(3)]
+        return picks, [{k: v for k, v in m.items() if k not in ("seconds", "stop")} for m in metrics]
+
+    plain = run("plain", None)
+    recorded = run("recorded", {"rules": ["kappa", "uncertainty"], "enforce": False, "window": 1,
+                                "uncertainty": 1.0, "set_size": 8})
+    assert recorded == plain
+    assert (tmp_path / "recorded" / "round-2" / "stop_set.jsonl").is_file()
