@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import round_speed as rs  # noqa: E402
+import round_speed as rs
 
-from star.engine import training  # noqa: E402
-from star.engine.generation import generate  # noqa: E402
-from star.engine.scoring import score_pairs  # noqa: E402
+from star.engine import training
+from star.engine.generation import generate
+from star.engine.scoring import score_pairs
 
 
 def main() -> None:
