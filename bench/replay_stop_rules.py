@@ -21,14 +21,18 @@ from pathlib import Path
 
 from star.config import StopConfig, load_stored_config, read_yaml
 from star.engine.adapter import load_adapter_weights
-from star.engine.answers import model_answers
 from star.engine.batching import encode_prompts
 from star.engine.modeling import load_model
-from star.engine.precision import autocast
 from star.experiments.records import load_record
 from star.experiments.render import render_markdown
 from star.experiments.stopping import stop_entries, stopping_blocks
-from star.loop.stopping import StopAnswers, rule_record, stop_set_indices, unlabelled_positions
+from star.loop.stopping import (
+    answer_stop_set,
+    first_answered,
+    rule_record,
+    stop_set_indices,
+    unlabelled_positions,
+)
 from star.tasks import build_task
 
 
@@ -61,16 +65,10 @@ def replay(run: Path, stop: StopConfig, threads: int) -> list[dict]:
     answers = []
     for t in range(len(metrics)):
         load_adapter_weights(loaded.model, run / f"round-{t}" / "adapter")
-        with autocast(cfg.al.precision, loaded.device):
-            preds, u = model_answers(loaded.model, tok, task, examples, prompts, pad_id,
-                                     mode=cfg.eval.resolved_mode(cfg.task), max_new_tokens=cfg.al.max_new_tokens,
-                                     batch_size=cfg.al.batch_size, max_answer_tokens=cfg.train.max_answer_tokens,
-                                     show_progress=False)
-        answers.append(StopAnswers(preds, u))
+        answers.append(answer_stop_set(cfg, loaded, task, examples, prompts, pad_id))
     ids = [e.id for e in examples]
     labelled = labelled_by_round(run, len(metrics))
-    window = stop.window if "kappa" in stop.rules else 0
-    return [rule_record(cfg, t, metrics[t], answers[max(0, t - window):t + 1],
+    return [rule_record(cfg, t, metrics[t], answers[first_answered(cfg, t):t + 1],
                         unlabelled_positions(ids, labelled[t])) for t in range(len(metrics))]
 
 

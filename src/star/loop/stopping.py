@@ -27,10 +27,13 @@ from star.al.stopping import (
 )
 from star.config import RunConfig
 from star.engine.answers import model_answers
+from star.engine.modeling import LoadedModel
 from star.engine.precision import autocast
 from star.loop.experiment import Experiment, load_live_adapter
+from star.parallel.distributed import Dist
 from star.store.io import read_jsonl, write_jsonl
 from star.store.validate import jsonl_problem, record_problem
+from star.tasks import Example, Task
 
 log = logging.getLogger("star")
 _FILE = "stop_set.jsonl"
@@ -66,21 +69,34 @@ def stop_set(exp: Experiment) -> list[int]:
     return stop_set_indices(len(exp.pool), exp.config.al.stop.set_size, exp.config.seed)
 
 
+def answer_stop_set(cfg: RunConfig, loaded: LoadedModel, task: Task, examples: list[Example],
+                    prompts: list[list[int]], pad_id: int, show_progress: bool = False,
+                    dist: Dist | None = None) -> StopAnswers:
+    """The live model's answers (and their PE) on the stop set's examples, in al.precision, as the rules read them."""
+    with autocast(cfg.al.precision, loaded.device):
+        preds, u = model_answers(loaded.model, loaded.tokenizer, task, examples, prompts, pad_id,
+                                 mode=cfg.eval.resolved_mode(cfg.task), max_new_tokens=cfg.al.max_new_tokens,
+                                 batch_size=cfg.al.batch_size, max_answer_tokens=cfg.train.max_answer_tokens,
+                                 show_progress=show_progress, dist=dist)
+    return StopAnswers(preds, np.asarray(u, dtype=np.float64))
+
+
+def first_answered(cfg: RunConfig, t: int) -> int:
+    """The oldest model whose stop-set answers the rules read after round t (earlier ones for kappa's window)."""
+    return max(0, t - cfg.al.stop.window) if "kappa" in cfg.al.stop.rules else t
+
+
 def _answer(exp: Experiment, s: int, idx: list[int]) -> StopAnswers:
     """Model s answers the stop set (every process takes part); the main process writes and records the file."""
     load_live_adapter(exp, s)
-    cfg = exp.config
-    with autocast(cfg.al.precision, exp.model.device):
-        preds, u = model_answers(exp.model.model, exp.model.tokenizer, exp.task, [exp.pool[i] for i in idx],
-                                 [exp.pool_prompts[i] for i in idx], exp.pad_id, mode=cfg.eval.resolved_mode(cfg.task),
-                                 max_new_tokens=cfg.al.max_new_tokens, batch_size=cfg.al.batch_size,
-                                 max_answer_tokens=cfg.train.max_answer_tokens, show_progress=exp.show_progress,
-                                 dist=exp.dist)
+    answers = answer_stop_set(exp.config, exp.model, exp.task, [exp.pool[i] for i in idx],
+                              [exp.pool_prompts[i] for i in idx], exp.pad_id, exp.show_progress, exp.dist)
+    preds, u = answers.predictions, answers.uncertainty
     if exp.dist.is_main:
         write_jsonl(exp.run.stop_set_path(s), ({"id": exp.pool[i].id, "prediction": p, "uncertainty": float(v)}
                                                for i, p, v in zip(idx, preds, u)))
         exp.run.record(s, [_FILE])
-    return StopAnswers(preds, np.asarray(u, dtype=np.float64))
+    return answers
 
 
 def _saved(exp: Experiment, s: int, ids: list[str]) -> StopAnswers | None:
@@ -107,7 +123,7 @@ def stop_answers(exp: Experiment, t: int) -> list[StopAnswers]:
         return []
     idx = stop_set(exp)
     ids = [exp.pool[i].id for i in idx]
-    first = max(0, t - exp.config.al.stop.window) if "kappa" in exp.config.al.stop.rules else t
+    first = first_answered(exp.config, t)
     earlier = {s: _saved(exp, s, ids) for s in range(first, t)}  # read before this call writes anything
     current = _answer(exp, t, idx)
     for s, answers in earlier.items():
