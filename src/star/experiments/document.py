@@ -12,9 +12,12 @@ from star.experiments.stopping import stopping_blocks
 
 
 def _pm(stat: dict[str, float] | None, digits: int = 3, signed: bool = False) -> str:
-    """'mean ± std' ('+' shown on a positive mean when signed), or '-' when absent."""
+    """'mean ± std' ('+' shown on a positive mean when signed), '-' when absent, 'n/a' when not recorded
+    (the ECE of runs read back from a report that predates per-run metrics)."""
     if stat is None:
         return "-"
+    if stat["mean"] is None:
+        return "n/a"
     return f"{stat['mean']:{'+' if signed else ''}.{digits}f} ± {stat['std']:.{digits}f}"
 
 
@@ -209,11 +212,16 @@ def _runs_blocks(s: dict[str, Any]) -> list[Block]:
     """Every run and its status; unfinished ones are excluded from the numbers."""
     rows = [[r["arm"], "-" if r["seed"] is None else str(r["seed"]),
              r["status"] + (f" (stopped early by {r['stopped_by']})" if r.get("stopped_by") else ""),
-             f"{r['rounds_done']}/{r['rounds_total'] if r['rounds_total'] is not None else '?'}", r["path"]]
+             f"{r['rounds_done']}/{r['rounds_total'] if r['rounds_total'] is not None else '?'}",
+             r["path"] + (f" (read from {r['from_report']})" if r.get("from_report") else "")]
             for r in s["runs"]]
     bad = sum(r["status"] != "finished" for r in s["runs"])
     note = f"{bad} run(s) unfinished: listed here, excluded from every number." if bad else "All runs finished."
-    return [("h2", "Runs"), ("p", note), ("table", ["arm", "seed", "status", "rounds", "path"], rows)]
+    blocks: list[Block] = [("h2", "Runs"), ("p", note)]
+    if any(r.get("from_report") and "metrics" not in r for r in s["runs"]):
+        blocks.append(("p", "Runs read from a report.json that predates per-run records have no ECE (n/a) and a"
+                            " config rebuilt from that report's settings; their accuracy is exact."))
+    return blocks + [("table", ["arm", "seed", "status", "rounds", "path"], rows)]
 
 
 def document(s: dict[str, Any]) -> list[Block]:

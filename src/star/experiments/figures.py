@@ -31,7 +31,7 @@ def plot_curve(s: dict[str, Any], key: str, path: Path, ylabel: str, x: str = "l
     mean ± std band per arm."""
     fig = new_figure()
     ax = fig.subplots()
-    for arm in (a for a in s["arms"] if a["rounds"]):
+    for arm in (a for a in s["arms"] if a["rounds"] and all(r[key]["mean"] is not None for r in a["rounds"])):
         xs = np.array([r["labels"] if x == "labels" else r["cost"]["mean"] for r in arm["rounds"]], dtype=float)
         mean = np.array([r[key]["mean"] for r in arm["rounds"]])
         std = np.array([r[key]["std"] for r in arm["rounds"]])

@@ -32,6 +32,7 @@ class RunRecord:
     items: ItemCorrectness | None = None  # per-item correctness of every finished round, if recorded
     items_missing: str | None = None  # why `items` is None (when known)
     stopped_by: str | None = None  # the stopping rule (al.stop) that ended the run early, if one did
+    from_report: str | None = None  # the report.json the run was read back from (its folder not read)
 
     @property
     def finished(self) -> bool:
@@ -108,7 +109,7 @@ def find_runs(paths: Sequence[str | os.PathLike[str]]) -> list[RunRecord]:
         root = Path(raw)
         if not root.is_dir():
             raise RunStateError(f"{root} is not a directory",
-                                hint="pass run directories or a `star compare` output folder")
+                                hint="pass run directories, a `star compare` output folder or a report.json")
         found = _runs_under(root)
         if not found:
             raise RunStateError(f"no star run directories (config.yaml) under {root}",

@@ -13,8 +13,9 @@ from pathlib import Path
 from star.errors import ConfigError
 from star.experiments.document import document
 from star.experiments.figures import write_figures
-from star.experiments.records import RunRecord, find_runs
+from star.experiments.records import RunRecord
 from star.experiments.render import render_html, render_markdown
+from star.experiments.stored import gather_runs
 from star.experiments.summary import summarise
 from star.store.io import write_json
 
@@ -23,7 +24,7 @@ def write_report(runs: Sequence[str | os.PathLike[str] | RunRecord], out_dir: st
                  paired_with: str | None = None) -> Path:
     """Write report.{md,html,json} and the PNG figures into `out_dir`; returns that folder."""
     paths = [r for r in runs if not isinstance(r, RunRecord)]
-    records = [r for r in runs if isinstance(r, RunRecord)] + (find_runs(paths) if paths else [])
+    records = [r for r in runs if isinstance(r, RunRecord)] + (gather_runs(paths) if paths else [])
     if not records:
         raise ConfigError("no runs to report", hint="pass run directories or a `star compare` output folder")
     out = Path(out_dir)

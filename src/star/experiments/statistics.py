@@ -56,8 +56,10 @@ FORMULAS = {
 _EPS = 1e-12
 
 
-def mean_std(values: Sequence[float]) -> dict[str, float]:
-    """Mean and sample std (ddof=1; 0 for one value) of `values`."""
+def mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
+    """Mean and sample std (ddof=1; 0 for one value) of `values`; both None when a value is unknown (None)."""
+    if any(v is None for v in values):
+        return {"mean": None, "std": None}
     arr = np.asarray(values, dtype=np.float64)
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
 
@@ -109,8 +111,10 @@ def _mean_seconds(runs: Sequence[RunRecord]) -> dict[str, float]:
         values = [m["seconds"][phase] for r in runs for m in r.metrics if phase in m.get("seconds", {})]
         if values:
             out[phase] = float(np.mean(values))
-    totals = [sum(m.get("seconds", {}).get("total", 0.0) for m in r.metrics) for r in runs]
-    out["run_total"] = float(np.mean(totals)) if totals else 0.0
+    timed = [r for r in runs if any("seconds" in m for m in r.metrics)]  # runs read back from old reports: untimed
+    totals = [sum(m.get("seconds", {}).get("total", 0.0) for m in r.metrics) for r in timed]
+    if totals or not runs:
+        out["run_total"] = float(np.mean(totals)) if totals else 0.0
     return out
 
 

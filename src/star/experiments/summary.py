@@ -33,12 +33,16 @@ def _paired_reference(arms: Sequence[dict[str, Any]], name: str | None,
 
 
 def _run_entry(r: RunRecord) -> dict[str, Any]:
-    """One run's status, and its labels and accuracy per finished round."""
+    """One run's status, labels, accuracy and cost per finished round, and (so that `star report` can
+    read the run back from this file, `star.experiments.stored`) its config and every round's metrics."""
     status = "finished" if r.finished else ("not started" if r.config is None else "unfinished")
-    return {"path": str(r.path), "arm": r.arm, "seed": r.seed, "rounds_done": len(r.metrics),
-            "rounds_total": r.rounds_total, "status": status, "stopped_by": r.stopped_by,
-            "labels": [m["labels"] for m in r.metrics], "accuracy": [m["accuracy"] for m in r.metrics],
-            "cost": [total_cost(m) for m in r.metrics]}
+    entry = {"path": str(r.path), "arm": r.arm, "seed": r.seed, "rounds_done": len(r.metrics),
+             "rounds_total": r.rounds_total, "status": status, "stopped_by": r.stopped_by,
+             "labels": [m["labels"] for m in r.metrics], "accuracy": [m["accuracy"] for m in r.metrics],
+             "cost": [total_cost(m) for m in r.metrics], "from_report": r.from_report}
+    if r.config is not None and all(m.get("ece") is not None for m in r.metrics):
+        entry |= {"config": r.config.model_dump(mode="json"), "metrics": list(r.metrics)}
+    return entry
 
 
 def summarise(records: Sequence[RunRecord], paired_with: str | None = None,
