@@ -2,10 +2,13 @@
 
 Trains 48 built-in arithmetic pairs (one epoch, bf16 where fast, 2 threads) three times; with `gen`,
 each training follows greedy generation of 32 pool prompts and their K = 3 MC scoring, as a round's
-training follows its scoring; with `notrim`, the per-batch `malloc_trim` (parallel/memory.py) is off.
-Prints the three training times. Run the variants alternately, in separate processes, nothing else running:
+training follows its scoring. Trimming (parallel/memory.py): by default as the code does it (a
+`TrimGuard`: only past its slack); with `notrim`, never; with `perbatch`, after every batch (the code
+before the guard). Prints the three training times and how many trims ran. Run the variants
+alternately, in separate processes, nothing else running:
 
-    for v in "gen" "gen notrim" "none" "gen" "gen notrim" "none"; do python bench/train_after_scoring.py $v; done
+    for v in "gen" "gen notrim" "gen perbatch" "gen" "gen notrim" "gen perbatch"; do
+        python bench/train_after_scoring.py $v; done
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ from star.engine.scoring import score_pairs
 
 def main() -> None:
     variant = sys.argv[1:]
-    if "notrim" in variant:
-        import star.parallel.distributed as dist_module
-        dist_module.release_free_memory = lambda: None
+    from star.parallel import memory
+
+    trims = []
+    trim = (lambda: None) if "notrim" in variant else memory.release_free_memory
+    memory.release_free_memory = lambda: trims.append(1) or trim()
+    if "perbatch" in variant:
+        memory.resident_bytes = lambda: None  # no reading: the guard trims after every batch
     args = rs.parse_args(["--task", "arithmetic", "--n-score", "32", "--n-train", "48", "--n-eval", "1",
                           "--epochs", "1", "--threads", "2"])
     b = rs.setup(args)
@@ -46,7 +53,7 @@ def main() -> None:
         start = time.perf_counter()
         training.train_adapter(b.model, prompts, responses, b.pad_id, b.train_cfg, 0, show_progress=False)
         seconds.append(round(time.perf_counter() - start, 2))
-    print(" ".join(variant) or "none", seconds, flush=True)
+    print(" ".join(variant) or "none", seconds, f"trims {len(trims)}", flush=True)
 
 
 if __name__ == "__main__":

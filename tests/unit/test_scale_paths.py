@@ -141,13 +141,49 @@ def test_map_batches_runs_every_batch_and_returns_each_items_result_in_index_ord
     assert ran == batches and results == ["r0", "r1", "r2", "r3", "r4"]
 
 
-def test_map_batches_gives_freed_memory_back_after_every_batch(monkeypatch):
-    """glibc keeps freed heap pages resident: each batch's are released (parallel/memory.py) before the next runs."""
-    memory.release_free_memory()  # the real one: glibc's malloc_trim, or nothing without glibc
-    events: list[str] = []
+def _fake_heap(monkeypatch, sizes_mb: list[int], events: list[str]) -> None:
+    """Resident-set readings in MB, one per call, and a malloc_trim that records its calls."""
+    memory.release_free_memory()  # the real one first: glibc's malloc_trim, or nothing without glibc
+    readings = iter(sizes_mb)
+    monkeypatch.setattr(memory, "resident_bytes", lambda: next(readings) << 20)
     monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda pad: events.append(f"trim {pad}") or 1)
-    Dist().map_batches([[0], [1, 2]], lambda batch: events.append(f"run {batch}") or list(batch))
-    assert events == ["run [0]", "trim 0", "run [1, 2]", "trim 0"]
+
+
+def test_map_batches_gives_freed_memory_back_only_past_the_slack(monkeypatch):
+    """glibc keeps freed heap pages resident: a phase trims once its resident set grew by more than the slack
+    (256 MB) since it began or since its last trim, and then measures again (parallel/memory.py)."""
+    events: list[str] = []
+    # start 500; after batch 0: 700 (+200, kept); batch 1: 800 (+300: trim, then 520); batch 2: 700 (+180, kept)
+    _fake_heap(monkeypatch, [500, 700, 800, 520, 700], events)
+    Dist().map_batches([[0], [1], [2]], lambda batch: events.append(f"run {batch}") or list(batch))
+    assert events == ["run [0]", "run [1]", "trim 0", "run [2]"]
+
+
+def test_a_phase_whose_heap_stays_within_the_slack_never_trims(monkeypatch):
+    events: list[str] = []
+    _fake_heap(monkeypatch, [500, 510, 505, 620], events)
+    Dist().map_batches([[0], [1], [2]], lambda batch: events.append(f"run {batch}") or list(batch))
+    assert events == ["run [0]", "run [1]", "run [2]"]
+
+
+def test_without_a_resident_set_reading_every_batch_trims(monkeypatch):
+    """No /proc (not Linux): the bound without the measure, a trim after every batch as before."""
+    events: list[str] = []
+    memory.release_free_memory()
+    monkeypatch.setattr(memory, "resident_bytes", lambda: None)
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda pad: events.append(f"trim {pad}") or 1)
+    guard = memory.TrimGuard()
+    for _ in range(2):
+        guard.after_batch()
+    assert events == ["trim 0", "trim 0"] and guard.trims == 2
+
+
+def test_resident_bytes_reads_this_process(monkeypatch):
+    rss = memory.resident_bytes()
+    if rss is None:
+        pytest.skip("no /proc/self/statm here")
+    block = b"\x01" * (64 << 20)  # 64 MB, every page written: resident
+    assert memory.resident_bytes() >= rss + (60 << 20) and len(block) == 64 << 20
 
 
 def test_fsdp_with_a_4bit_base_is_refused_before_the_model_loads(tiny_run_config, monkeypatch):

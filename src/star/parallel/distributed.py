@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from star.parallel.fsdp import FsdpSettings, fsdp_settings
-from star.parallel.memory import release_free_memory
+from star.parallel.memory import TrimGuard
 from star.parallel.zero3 import DeepSpeedSettings, deepspeed_settings
 
 T = TypeVar("T")
@@ -152,7 +152,8 @@ class Dist:
         """
         mine, real = self.lockstep_share(batches)
         bar = tqdm(mine, desc=desc, unit="batch", disable=not show_progress or not self.is_main, leave=False)
-        done = [(batch, _trimmed(run(batch))) for batch in bar][:real]  # the rest only kept sharded processes in step
+        guard = TrimGuard()  # freed heap back to the OS only past a bound (memory.py), not after every batch
+        done = [(batch, _guarded(run(batch), guard)) for batch in bar][:real]  # the rest kept shards in step
         by_index = {i: result for batch, results in self.gather(done) for i, result in zip(batch, results)}
         return [by_index[i] for i in sorted(by_index)]
 
@@ -240,7 +241,8 @@ def exit_process(code: int) -> NoReturn:
         os._exit(code)
 
 
-def _trimmed(results: R) -> R:
-    """`results`, after the batch's freed memory went back to the OS (memory.py: RSS stays flat over many batches)."""
-    release_free_memory()
+def _guarded(results: R, guard: TrimGuard) -> R:
+    """`results`, after `guard` returned freed memory to the OS if the phase's heap grew past its bound
+    (memory.py: RSS stays bounded over many batches)."""
+    guard.after_batch()
     return results
