@@ -11,7 +11,7 @@ import numpy as np
 
 from star.al.uncertainty import Uncertainty
 from star.engine.adapter import adapter_disabled
-from star.engine.precision import autocast
+from star.engine.precision import scoring_precision
 from star.engine.scoring import prompt_embeddings
 from star.loop.experiment import Experiment
 from star.store.embeddings import EmbeddingCache
@@ -50,7 +50,7 @@ def round_embeddings(exp: Experiment, t: int, idx: list[int]) -> tuple[np.ndarra
         missing = [i for i in idx + labelled if exp.pool[i].id not in cache]
         if missing:
             model, cfg = exp.model.model, exp.config.al
-            with adapter_disabled(model), autocast(cfg.precision, exp.model.device):
+            with adapter_disabled(model), scoring_precision(cfg.precision, model, exp.model.device):
                 rows = prompt_embeddings(model, [exp.pool_prompts[i] for i in missing], exp.pad_id, cfg.batch_size,
                                          desc="embed (base)", show_progress=exp.show_progress, dist=exp.dist)
             cache.add([exp.pool[i].id for i in missing], rows)

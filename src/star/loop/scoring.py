@@ -6,7 +6,7 @@ from star.al.uncertainty import Uncertainty
 from star.engine.adapter import adapter_disabled, dropout_rate
 from star.engine.batching import encode_responses
 from star.engine.generation import generate
-from star.engine.precision import autocast
+from star.engine.precision import scoring_precision
 from star.engine.scoring import greedy_uncertainty, score_options, score_pairs
 from star.loop.embeddings import keep_captured
 from star.loop.experiment import Experiment
@@ -36,7 +36,7 @@ def pool_uncertainty(exp: Experiment, idx: list[int], use_base: bool, seed: int,
     prompts = [exp.pool_prompts[i] for i in idx]
     passes = cfg.mc_passes if cfg.mc_dropout and not use_base else 1
     mc_p = cfg.mc_dropout_p if passes > 1 else None
-    with autocast(cfg.precision, exp.model.device), dropout_rate(exp.model.model, mc_p):
+    with scoring_precision(cfg.precision, exp.model.model, exp.model.device), dropout_rate(exp.model.model, mc_p):
         if cfg.response == "options":
             options = [encode_responses(exp.model.tokenizer, exp.task.choice_texts_for(exp.pool[i]) or [],
                                         exp.config.train.max_answer_tokens) for i in idx]  # (n, C): each its own

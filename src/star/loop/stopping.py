@@ -28,7 +28,7 @@ from star.al.stopping import (
 from star.config import RunConfig
 from star.engine.answers import model_answers
 from star.engine.modeling import LoadedModel
-from star.engine.precision import autocast
+from star.engine.precision import scoring_precision
 from star.loop.experiment import Experiment, load_live_adapter
 from star.parallel.distributed import Dist
 from star.store.io import read_jsonl, write_jsonl
@@ -73,7 +73,7 @@ def answer_stop_set(cfg: RunConfig, loaded: LoadedModel, task: Task, examples: l
                     prompts: list[list[int]], pad_id: int, show_progress: bool = False,
                     dist: Dist | None = None) -> StopAnswers:
     """The live model's answers (and their PE) on the stop set's examples, in al.precision, as the rules read them."""
-    with autocast(cfg.al.precision, loaded.device):
+    with scoring_precision(cfg.al.precision, loaded.model, loaded.device):
         preds, u = model_answers(loaded.model, loaded.tokenizer, task, examples, prompts, pad_id,
                                  mode=cfg.eval.resolved_mode(cfg.task), max_new_tokens=cfg.al.max_new_tokens,
                                  batch_size=cfg.al.batch_size, max_answer_tokens=cfg.train.max_answer_tokens,
