@@ -24,6 +24,9 @@ def _numbers(report_dir: Path) -> dict:
     data = json.loads((report_dir / "report.json").read_text())
     for arm in data["arms"]:
         arm.pop("seconds")
+    for run in data["runs"]:  # each run's own metrics.json rounds, kept so a report can be read back
+        for m in run.get("metrics", []):
+            m.pop("seconds")
     return data
 
 
