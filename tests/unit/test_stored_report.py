@@ -62,10 +62,14 @@ def test_a_stored_report_pairs_with_new_run_folders(grid: Path, tmp_path: Path) 
     assert pe["final_accuracy"]["estimate"] == pytest.approx(8 / N) and pe["final_accuracy"]["separable"]
 
 
-def test_a_run_given_twice_counts_once(grid: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("report_first", [False, True])
+def test_a_run_given_twice_counts_once_and_from_its_folder(grid: Path, tmp_path: Path, report_first: bool) -> None:
+    (grid / "pe-2" / "round-2" / "metrics.json").rename(tmp_path / "later.json")  # pe-2 unfinished when stored
     stored = write_report([grid], tmp_path / "rep") / "report.json"
-    records = gather_runs([grid, stored])
+    (tmp_path / "later.json").rename(grid / "pe-2" / "round-2" / "metrics.json")  # then it finished
+    records = gather_runs([stored, grid] if report_first else [grid, stored])
     assert len(records) == 6 and not any(r.from_report for r in records)
+    assert all(r.finished for r in records)
 
 
 def test_an_old_report_without_per_run_records_keeps_accuracy_and_items_and_drops_ece(grid: Path,

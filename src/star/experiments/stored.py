@@ -98,14 +98,17 @@ def records_from_report(path: str | os.PathLike[str]) -> list[RunRecord]:
 
 
 def gather_runs(paths: Sequence[str | os.PathLike[str]]) -> list[RunRecord]:
-    """Run records from run dirs, `star compare` folders and report.json files, deduplicated by run path
-    (a run given both as a folder and inside a stored report counts once, from where it came first)."""
+    """Run records from run dirs, `star compare` folders and report.json files, in the order given, each run
+    once: a run in both a folder and a stored report (by its path) is read from the folder, which may have
+    gone on since the report was written."""
+    found = [records_from_report(raw) if is_report_file(Path(raw)) else find_runs([raw]) for raw in paths]
+    in_folders = {rec.path.resolve() for recs in found for rec in recs if rec.from_report is None}
     records: list[RunRecord] = []
     seen: set[Path] = set()
-    for raw in paths:
-        found = records_from_report(raw) if is_report_file(Path(raw)) else find_runs([raw])
-        for rec in found:
-            if rec.path.resolve() not in seen:
-                seen.add(rec.path.resolve())
-                records.append(rec)
+    for rec in (r for recs in found for r in recs):
+        key = rec.path.resolve()
+        if key in seen or (rec.from_report is not None and key in in_folders):
+            continue
+        seen.add(key)
+        records.append(rec)
     return records
