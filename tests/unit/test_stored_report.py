@@ -104,3 +104,17 @@ def test_star_report_accepts_a_report_json(grid: Path, tmp_path: Path) -> None:
     stored = write_report([grid], tmp_path / "rep") / "report.json"
     assert main(["report", str(stored), "--out", str(tmp_path / "out")]) in (0, None)
     assert "## Bootstrap 95% intervals" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_one_paired_seed_gives_an_interval_but_no_verdict(tmp_path: Path) -> None:
+    """8 of 40 more items right on seed 0 alone: test items alone would call it separable; one seed says
+    nothing of what another seed's labels and training would do, so the report gives no verdict."""
+    root, base = tmp_path / "one", (np.random.default_rng(5).random((3, N)) < 0.3).astype(int)
+    better = base.copy()
+    better[:, np.flatnonzero(base[-1] == 0)[:8]] = 1
+    make_item_run(root / "random-0", "random", 0, base)
+    make_item_run(root / "pe-0", "pe", 0, better)
+    [comp] = summarise(find_runs([root]))["comparisons"]
+    acc = comp["final_accuracy"]
+    assert acc["lo"] > 0 and acc["estimate"] == pytest.approx(8 / N)  # the items' interval excludes 0 ...
+    assert not acc["separable"] and acc["verdict"].startswith("no verdict (one seed")  # ... yet no verdict

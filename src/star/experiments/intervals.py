@@ -83,6 +83,12 @@ def _resampled(data: PairData) -> str:
     return "seeds and test items" + (" (one test set)" if data.shared else " (a test set per seed)")
 
 
+#: Paired seeds a verdict needs: one seed's interval covers only its test items, not what another seed's initial
+#: labels, selections and training would change, so it can look separable when seeds would not be.
+MIN_SEEDS_FOR_VERDICT = 2
+ONE_SEED_VERDICT = "no verdict (one seed: the interval covers test-item noise only)"
+
+
 def _no_interval(estimate: float) -> dict[str, Any]:
     """A difference without an interval (one seed, no per-item data)."""
     return {"estimate": float(estimate), "lo": None, "hi": None, "separable": False,
@@ -101,6 +107,8 @@ def _differences(arm: str, against: str, data: PairData, obs: np.ndarray, reps: 
         est = obs[i] - obs[j]
         out[key] = _no_interval(est) if reps is None else difference_interval(est, reps[:, i] - reps[:, j],
                                                                                settings.confidence)
+        if reps is not None and len(data.seeds) < MIN_SEEDS_FOR_VERDICT:
+            out[key].update(separable=False, verdict=ONE_SEED_VERDICT)
     return out
 
 
@@ -148,7 +156,8 @@ def describe(settings: Settings) -> dict[str, Any]:
         "resampled": "seeds with replacement; within them, test items with replacement: one draw for every seed"
                      " when all share one test set, else one per seed; the same draw for both arms of a seed."
                      " Seeds only where a run lacks complete predictions.jsonl (see why_seeds_only)",
-        "separable": f"separable at {settings.confidence:.0%}: the interval of the difference excludes 0",
+        "separable": f"separable at {settings.confidence:.0%}: the interval of the difference excludes 0, over at"
+                     f" least {MIN_SEEDS_FOR_VERDICT} paired seeds (one seed: {ONE_SEED_VERDICT})",
         "labels_to_reach": "first round whose accuracy (mean over the drawn seeds and items) is at least random's"
                            " final accuracy on the same draw; not reached: null",
     }
