@@ -136,3 +136,5 @@ def test_report_table_of_where_each_rule_would_have_stopped(tmp_path: Path) -> N
     assert "| pe | 3 | accuracy | 1 | 32 | 0.500 | 0.625 (round 2) | -0.125 | - |" in text
     assert "| pe | 3 | budget | never | never | never | 0.625 (round 2) | never | - |" in text
     assert stopping_blocks({"stopping": []}) == []  # no run recorded rules: no section
+    unfinished = RunRecord(tmp_path / "u", "pe", cfg, metrics[:2], seed=4)  # 2 of 3 rounds: its "final" is not
+    assert [e["seed"] for e in stop_entries([RunRecord(tmp_path, "pe", cfg, metrics, seed=3), unfinished])] == [3]

@@ -21,10 +21,11 @@ def _rule_stop(metrics: Sequence[dict[str, Any]], rule: str) -> dict[str, Any]:
 
 
 def stop_entries(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
-    """One entry per run whose rounds recorded stopping rules: per rule where it would have stopped."""
+    """One entry per finished run whose rounds recorded stopping rules: per rule where it would have stopped
+    (an unfinished run's "final" round is not its last, so it is left out, as from every other number)."""
     out = []
     for r in records:
-        if r.config is None or not r.metrics or not r.config.al.stop.rules:
+        if not r.finished or not r.metrics or not r.config.al.stop.rules:
             continue
         last = r.metrics[-1]
         out.append({"path": str(r.path), "arm": r.arm, "seed": r.seed, "enforce": r.config.al.stop.enforce,
