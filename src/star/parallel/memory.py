@@ -9,7 +9,7 @@ nothing. A fixed `MALLOC_MMAP_THRESHOLD_` also flattened the curve, but made the
 decoding 1.75x slower (every large temporary a fresh mmap), so it is not used.
 
 Trimming after *every* batch made the training that follows a scoring phase about 20% slower on an
-Intel Xeon (bench/train_after_scoring.py: the returned pages are faulted in again). So batches trim
+Intel Xeon and 11% on an AMD EPYC (bench/train_after_scoring.py: the returned pages are faulted in again). So batches trim
 through a `TrimGuard`: only once the resident set has grown by `TRIM_SLACK_BYTES` since the phase
 began or since the last trim. Memory stays bounded (a phase holds at most that much freed heap), and
 a run whose heap does not grow that far never trims.
