@@ -90,6 +90,27 @@ def test_an_old_report_without_per_run_records_keeps_accuracy_and_items_and_drop
     assert all("metrics" not in r for r in json.loads(rewritten.read_text())["runs"])
 
 
+def test_settings_an_old_report_did_not_record_are_not_compared(grid: Path, tmp_path: Path) -> None:
+    """An old report's runs get defaults (and STORED_LEGACY's fp32) for what it did not record; those must not
+    show as differences from new runs (they read 'train.precision: fp32' for runs that trained in bf16)."""
+    old = tmp_path / "old"
+    for seed in range(3):
+        shutil.move(str(grid / f"random-{seed}"), old / f"random-{seed}")
+    path = write_report([old], tmp_path / "stored") / "report.json"
+    data = json.loads(path.read_text())
+    for run in data["runs"]:
+        del run["config"], run["metrics"], run["from_report"]
+    path.write_text(json.dumps(data))
+    shutil.rmtree(old)
+    records = gather_runs([path, grid])
+    rebuilt = next(r for r in records if r.arm == "random")
+    assert rebuilt.config.train.precision == "fp32" and rebuilt.known_settings is not None
+    assert next(r for r in records if r.arm == "pe").config.train.precision == "auto"
+    s = summarise(records)
+    assert s["config_differences"] == {"al.strategy": {"random": ["random"], "pe": ["pe"]}}
+    assert "only those that report recorded" in render_markdown(document(s))
+
+
 @pytest.mark.parametrize("text, message", [("{not json", "is not valid JSON"),
                                            ('{"runs": []}', "is not a star report")])
 def test_a_bad_report_file_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:

@@ -219,8 +219,9 @@ def _runs_blocks(s: dict[str, Any]) -> list[Block]:
     note = f"{bad} run(s) unfinished: listed here, excluded from every number." if bad else "All runs finished."
     blocks: list[Block] = [("h2", "Runs"), ("p", note)]
     if any(r.get("from_report") and "metrics" not in r for r in s["runs"]):
-        blocks.append(("p", "Runs read from a report.json that predates per-run records have no ECE (n/a) and a"
-                            " config rebuilt from that report's settings; their accuracy is exact."))
+        blocks.append(("p", "Runs read from a report.json that predates per-run records have no ECE (n/a), and of"
+                            " their settings only those that report recorded (its shared knobs and the arms'"
+                            " differences) are known and compared; their accuracy is exact."))
     return blocks + [("table", ["arm", "seed", "status", "rounds", "path"], rows)]
 
 

@@ -30,8 +30,11 @@ def differing(a: Any, b: Any) -> list[str]:
 
 
 def run_settings(rec: RunRecord) -> dict[str, Any]:
-    """A run's flattened config (PER_RUN settings dropped) plus the evaluated test-set size."""
+    """A run's flattened config (PER_RUN settings dropped, and only its known settings where a stored
+    report did not keep the whole config) plus the evaluated test-set size."""
     flat = flatten(rec.config.model_dump(mode="json")) if rec.config is not None else {}
+    if rec.known_settings is not None:
+        flat = {k: v for k, v in flat.items() if k in rec.known_settings}
     for key in PER_RUN:
         flat.pop(key, None)
     flat[EVALUATED] = rec.metrics[-1].get("n_test") if rec.metrics else None

@@ -4,8 +4,8 @@ folders are gone (another machine, an earlier session, a grid spread over severa
 A report written by this version keeps every run's config and per-round metrics.json, so its
 runs come back exactly. A report written before that kept only labels, accuracy, cost and the
 per-item correctness: its runs come back with those, a config rebuilt from the report's shared
-knobs and the arm's differing settings (today's defaults elsewhere; `STORED_LEGACY` where a run
-predates a field), and no ECE (None), which the report shows as "n/a".
+knobs and the arm's differing settings (only those are compared with other runs: the rest of such a
+config is defaults, not what the run did), and no ECE (None), which the report shows as "n/a".
 """
 
 from __future__ import annotations
@@ -42,15 +42,19 @@ def _nested(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _rebuilt_config(report: dict[str, Any], entry: dict[str, Any], source: str) -> RunConfig:
-    """An old report's run config: its single-valued knobs and its arm's differing settings."""
+def _rebuilt_config(report: dict[str, Any], entry: dict[str, Any], source: str) -> tuple[RunConfig, frozenset[str]]:
+    """An old report's run config (its single-valued knobs and its arm's differing settings over defaults)
+    and the dotted settings it actually knows."""
     flat = {k: v[0] for k, v in report["knobs"].items() if "." in k and " " not in k and len(v) == 1}
     for key, per_arm in report["config_differences"].items():
         values = per_arm.get(entry["arm"]) or []
         if len(values) == 1:
             flat[key] = values[0]
+    strategies = next((a.get("strategies") for a in report.get("arms", []) if a.get("name") == entry["arm"]), None)
+    if strategies and len(strategies) == 1:  # the summary row's strategy, recorded even for a one-arm report
+        flat.setdefault("al.strategy", strategies[0])
     data = with_stored_defaults({"al": {}, "train": {}, "eval": {}, "task": {}, **_nested(flat)})
-    return build_config({**data, "seed": entry["seed"]}, source=source)
+    return build_config({**data, "seed": entry["seed"]}, source=source), frozenset(flat)
 
 
 def _rebuilt_metrics(entry: dict[str, Any], unit: str, items: ItemCorrectness | None) -> list[dict[str, Any]]:
@@ -68,16 +72,17 @@ def _record(report: dict[str, Any], entry: dict[str, Any], items: dict[str, Item
     run_items = items.get(entry["path"])
     if entry["status"] == "not started":
         return RunRecord(Path(entry["path"]), entry["arm"], seed=entry["seed"], from_report=str(path))
+    known: frozenset[str] | None = None
     if "config" in entry and "metrics" in entry:
         config = build_config(with_stored_defaults(entry["config"]), source=source)
         metrics = entry["metrics"]
     else:
         units = report.get("cost_units") or ["label"]
-        config = _rebuilt_config(report, entry, source)
+        config, known = _rebuilt_config(report, entry, source)
         metrics = _rebuilt_metrics(entry, units[0], run_items)
     missing = None if run_items is not None else "the stored report has no per-item data for this run"
     return RunRecord(Path(entry["path"]), entry["arm"], config, metrics, entry["seed"], run_items, missing,
-                     entry.get("stopped_by"), from_report=str(path))
+                     entry.get("stopped_by"), from_report=str(path), known_settings=known)
 
 
 def records_from_report(path: str | os.PathLike[str]) -> list[RunRecord]:
