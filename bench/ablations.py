@@ -105,7 +105,7 @@ def score_variant(model: nn.Module, prompts: Sequence[list[int]], responses: Seq
             batch = pad_batch(batch, v.fixed_len, pad_id) if v.fixed_len else batch
             for loop in range(loops):
                 ks = [loop + c for c in range(copies) for _ in idx]  # pass index of each row
-                with _seeded(lambda ks=ks: [row_seed(seed, i, k) for i, k in zip(rows, ks)], batch, v.row_seeded):
+                with _seeded(lambda ks=ks, rows=rows: [row_seed(seed, i, k) for i, k in zip(rows, ks)], batch, v.row_seeded):
                     pe, me = variant_scores(model, batch.to(device), v)
                 out[idx, 0] += pe.view(copies, len(idx)).mean(0).double().cpu().numpy() / loops
                 out[idx, 1] += me.view(copies, len(idx)).mean(0).double().cpu().numpy() / loops
@@ -135,7 +135,7 @@ def scoring_rows(b, n: int) -> list[dict]:
     """The scoring ablations on the first n pool examples, K passes each."""
     P, R = b.score.prompts[:n], b.score.responses[:n]
     k, size = b.al.mc_passes, b.al.batch_size
-    ref, u = _timed(b, lambda: score_pairs(b.model, P, R, b.pad_id, size, passes=k, show_progress=False))
+    ref, _u = _timed(b, lambda: score_pairs(b.model, P, R, b.pad_id, size, passes=k, show_progress=False))
     rows = [_row("scoring", "ours: star.engine.scoring.score_pairs", ref, ref, "reference")]
     for name, (variant, note) in SCORE_VARIANTS.items():
         m, _ = _timed(b, lambda v=variant: score_variant(b.model, P, R, b.pad_id, size, k, v))
@@ -174,7 +174,7 @@ def _bf16_row(b, P, R, ref: speedlib.Measurement) -> dict:
         return _row("scoring", "bf16 (skipped: the model is not fp32)", ref, ref, "")
     low = copy.deepcopy(b.model).to(torch.bfloat16)
     fp32 = score_pairs(b.model, P, R, b.pad_id, b.al.batch_size, show_progress=False)
-    m, u = _timed(b, lambda: score_pairs(low, P, R, b.pad_id, b.al.batch_size, passes=b.al.mc_passes,
+    m, _u = _timed(b, lambda low=low: score_pairs(low, P, R, b.pad_id, b.al.batch_size, passes=b.al.mc_passes,
                                          show_progress=False))
     bf = score_pairs(low, P, R, b.pad_id, b.al.batch_size, show_progress=False)
     rel = float(np.max(np.abs(bf.pe - fp32.pe) / np.maximum(1, np.abs(fp32.pe))))

@@ -35,9 +35,24 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 }
 
 __all__ = [
-    "ConfigError", "DataError", "ModelLoadError", "PoolExhaustedError", "RunConfig", "RunInterrupted",
-    "RunLockedError", "RunStateError", "StarError", "StorageError", "StoreBusyError", "build_config", "load_config",
-    "run", "__version__", *_LAZY,
+    "ConfigError",
+    "DataError",
+    "LabelStore",
+    "ModelLoadError",
+    "PoolExhaustedError",
+    "RunConfig",
+    "RunInterrupted",
+    "RunLockedError",
+    "RunStateError",
+    "StarError",
+    "StorageError",
+    "StoreBusyError",
+    "__version__",
+    "build_config",
+    "compare",
+    "load_config",
+    "run",
+    "write_report",
 ]
 
 

@@ -24,7 +24,7 @@ MICRO = [
 def test_star_run_on_embedded_default_micro(tmp_path: Path) -> None:
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "star", "run", f"output_dir={out}", *MICRO],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "accuracy" in done.stdout and "round" in done.stdout  # the table of rounds
     for t in (0, 1):

@@ -243,7 +243,7 @@ def _fresh(model: nn.Module) -> list[torch.Tensor]:
 
 def test_b_penalty_adds_exactly_two_beta_b_to_b_gradient_and_nothing_to_a(model: nn.Module, monkeypatch) -> None:
     beta = 0.3
-    settings = dict(batch_size=len(PROMPTS), epochs=1, lr=1e-3, precision="fp32", weight_decay_b=0.0)
+    settings = {"batch_size": len(PROMPTS), "epochs": 1, "lr": 1e-3, "precision": "fp32", "weight_decay_b": 0.0}
     b0 = _fresh(model)
     a_plain, b_plain = _first_step_grads(model, monkeypatch, TrainConfig(**settings))
     assert all(torch.equal(x, y) for x, y in zip(_fresh(model), b0))  # the same start: A from the same seed, B again

@@ -28,10 +28,10 @@ def run_round(t: int) -> None:
 
 def test_sigterm_raises_run_interrupted_naming_round_and_phase_and_restores_handlers():
     before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    with pytest.raises(RunInterrupted, match=r"interrupted by SIGTERM in round 3 \(training\)") as info:
-        with signals.stop_on_signals(PHASES) as guard:
-            guard.hint = "continue with `star run --resume runs/x`"
-            run_round(3)
+    with (pytest.raises(RunInterrupted, match=r"interrupted by SIGTERM in round 3 \(training\)") as info,
+          signals.stop_on_signals(PHASES) as guard):
+        guard.hint = "continue with `star run --resume runs/x`"
+        run_round(3)
     assert info.value.exit_code == 128 + signal.SIGTERM and "runs/x" in info.value.hint
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 

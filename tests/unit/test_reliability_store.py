@@ -84,7 +84,7 @@ def test_an_interrupt_during_an_atomic_write_leaves_no_temp(tmp_path, monkeypatc
 def test_temp_files_of_dead_writers_are_removed_live_ones_kept(tmp_path):
     run = RunDir(tmp_path)
     (tmp_path / "round-0").mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     stale = tmp_path / "round-0" / f".metrics.json.{int(dead.stdout)}.abcd.tmp"
     live = tmp_path / f".todo.jsonl.{os.getpid()}.abcd.tmp"
     stale_dir = tmp_path / "round-0" / f".adapter.{int(dead.stdout)}.ef01.tmp"

@@ -152,7 +152,7 @@ def test_files_are_written_and_html_escapes_arm_names(runs: Path, tmp_path: Path
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<script>" not in md
     data = json.loads((out / "report.json").read_text())
-    assert [a["name"] for a in data["arms"]][0] == evil
+    assert next(a["name"] for a in data["arms"]) == evil
     assert any(r["status"] == "not started" for r in data["runs"])  # the grid's missing seed-1 cell
     assert "0.600 ± 0.141" in md and "not reached" in md and f"| al.score_subsample | {DEFAULT_SUBSAMPLE} |" in md
 

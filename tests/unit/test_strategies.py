@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -70,7 +72,7 @@ def test_registry_names_and_flags() -> None:
             continue
         assert s.measure == ("me" if name.startswith("entropy") else "pe")
         assert s.uses_full
-        assert s.uses_base == (name.endswith("-subtract") or name.endswith("-dynamic"))
+        assert s.uses_base == (name.endswith(("-subtract", "-dynamic")))
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -174,9 +176,9 @@ def test_linear_is_the_release_schedule() -> None:
 def test_every_schedule_is_monotone_non_increasing_within_0_1(name: str, horizon: int) -> None:
     values = [lambda_at(name, t, horizon, 0.5) for t in range(horizon)]
     assert all(0.0 <= v <= 1.0 for v in values)
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
     if name != "constant":
-        assert all(a > b for a, b in zip(values, values[1:])), values
+        assert all(a > b for a, b in itertools.pairwise(values)), values
         assert values[0] < 1.0  # model 0 already hands some weight to the tuned model
 
 

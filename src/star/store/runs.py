@@ -135,7 +135,7 @@ class RunDir:
                      scores: Sequence[float], selected: Sequence[int], cost: Sequence[float] | None = None) -> None:
         """round-t/scores.jsonl: one row per scored candidate, in candidate order (`cost`: each one's estimated
         annotation cost, a column of its own); then recorded in the manifest."""
-        picked = set(int(c) for c in selected)
+        picked = {int(c) for c in selected}
         write_jsonl(self.scores_path(t), (
             {"id": ids[j], "u_base": None if u_base is None else float(u_base[j]),
              "u_full": None if u_full is None else float(u_full[j]), "score": float(scores[j]), "selected": j in picked,

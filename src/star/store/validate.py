@@ -129,6 +129,6 @@ def config_problem(text: str) -> str | None:
     """Is a run's config.yaml whole? Files written before the end line existed carry no header: kept as they are."""
     if not text.strip() or CONFIG_HEADER.startswith(text):
         return "empty or cut short"
-    if text.startswith(CONFIG_HEADER) and not (text.endswith(CONFIG_END) or text.endswith(CONFIG_END.rstrip("\n"))):
+    if text.startswith(CONFIG_HEADER) and not (text.endswith((CONFIG_END, CONFIG_END.rstrip("\n")))):
         return f"cut short: its last line {CONFIG_END.strip()!r} is missing"
     return None
