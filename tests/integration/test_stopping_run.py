@@ -17,6 +17,7 @@ from star.al.stopping import cohen_kappa
 from star.annotation.queries import open_round
 from star.errors import RunStateError
 from star.experiments.compare import Arm, compare
+from star.loop.provenance import cpu_model
 from star.store.labels import LabelStore
 
 
@@ -38,6 +39,7 @@ def test_run_stops_by_budget_stays_stopped_and_compare_skips_it(tiny_run_setting
     metrics = [json.loads((cell / f"round-{t}" / "metrics.json").read_text()) for t in range(3)]
     assert not (cell / "round-3").exists()
     assert [m["labels"] for m in metrics] == [4, 8, 10]
+    assert all(m["machine"]["cpu"] == cpu_model() and m["machine"]["world"] == 1 for m in metrics)
     assert [m["stop"]["stopped_by"] for m in metrics] == [None, None, "budget"]
     assert [m["stop"]["rules"]["budget"] for m in metrics] == [{"value": 4.0, "holds": False},
                                                              {"value": 8.0, "holds": False},

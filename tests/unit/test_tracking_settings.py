@@ -62,7 +62,7 @@ def test_round_scalars_are_every_finite_number_nested_keys_joined() -> None:
     metrics = {"round": 2, "labels": 12, "lambda": None, "accuracy": 0.5, "strategy": "pe", "eval_mode": "generate",
                "seconds": {"score": 1.5, "label": 0.0, "train": 2.0, "eval": 0.5, "total": 4.0},
                "train": {"steps": 3, "final_loss": float("nan"), "precision": "fp32"},
-               "reliability": [{"count": 1}], "flag": True,
+               "reliability": [{"count": 1}], "flag": True, "machine": {"cpu": "x", "cpu_count": 2, "world": 1},
                "stopping": {"max_uncertainty": 0.7, "stable": {"kappa": 0.9}}}  # a later version's key: logged too
     assert round_scalars(metrics) == {
         "labels": 12, "accuracy": 0.5, "seconds/score": 1.5, "seconds/label": 0.0, "seconds/train": 2.0,

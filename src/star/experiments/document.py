@@ -213,16 +213,22 @@ def _runs_blocks(s: dict[str, Any]) -> list[Block]:
     rows = [[r["arm"], "-" if r["seed"] is None else str(r["seed"]),
              r["status"] + (f" (stopped early by {r['stopped_by']})" if r.get("stopped_by") else ""),
              f"{r['rounds_done']}/{r['rounds_total'] if r['rounds_total'] is not None else '?'}",
+             "; ".join(r.get("machines") or ["not recorded"]),
              r["path"] + (f" (read from {r['from_report']})" if r.get("from_report") else "")]
             for r in s["runs"]]
     bad = sum(r["status"] != "finished" for r in s["runs"])
     note = f"{bad} run(s) unfinished: listed here, excluded from every number." if bad else "All runs finished."
     blocks: list[Block] = [("h2", "Runs"), ("p", note)]
+    kinds = {k for r in s["runs"] if r["status"] == "finished" for k in r.get("machines") or [] if k != "not recorded"}
+    if len(kinds) > 1:
+        blocks.append(("p", f"The finished runs come from {len(kinds)} kinds of machine. A run in bf16"
+                            " (train.precision or al.precision auto or bf16) gives the same bits only on one kind, so"
+                            " pairing runs across kinds adds the machines' rounding to the seeds' noise."))
     if any(r.get("from_report") and "metrics" not in r for r in s["runs"]):
         blocks.append(("p", "Runs read from a report.json that predates per-run records have no ECE (n/a), and of"
                             " their settings only those that report recorded (its shared knobs and the arms'"
                             " differences) are known and compared; their accuracy is exact."))
-    return blocks + [("table", ["arm", "seed", "status", "rounds", "path"], rows)]
+    return blocks + [("table", ["arm", "seed", "status", "rounds", "machine", "path"], rows)]
 
 
 def document(s: dict[str, Any]) -> list[Block]:

@@ -43,9 +43,24 @@ class RunRecord:
         return self.config is not None and (len(self.metrics) >= self.config.al.rounds or self.stopped_by is not None)
 
     @property
+    def machines(self) -> list[str]:
+        """The kinds of machine its rounds ran on, in order of first use ('not recorded' for rounds before
+        metrics.json kept one); more than one when a run was resumed elsewhere."""
+        kinds = [machine_kind(m.get("machine")) for m in self.metrics]
+        return list(dict.fromkeys(kinds))
+
+    @property
     def rounds_total(self) -> int | None:
         """Rounds the run was configured for."""
         return None if self.config is None else self.config.al.rounds
+
+
+def machine_kind(record: dict[str, Any] | None) -> str:
+    """A round's machine record (`star.loop.provenance`) as runs are grouped by it: 'GPU or CPU model (bf16
+    path)', the two things that decide a bf16 run's bits; 'not recorded' for rounds that kept none."""
+    if not record:
+        return "not recorded"
+    return f"{record.get('gpu') or record.get('cpu', 'unknown')} ({record.get('bf16', '?')})"
 
 
 def load_record(path: str | os.PathLike[str], arm: str | None = None) -> RunRecord:

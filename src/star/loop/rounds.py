@@ -29,6 +29,7 @@ from star.engine.generation import generate
 from star.engine.training import train_adapter
 from star.loop.cost import cost_metrics
 from star.loop.experiment import Experiment, load_live_adapter, log_start, setup
+from star.loop.provenance import machine_record
 from star.loop.selection import select_round
 from star.loop.stopping import stop_answers, stop_record, stopped_early
 from star.parallel import signals
@@ -144,7 +145,8 @@ def run_round(exp: Experiment, t: int) -> dict[str, Any] | None:
         "strategy": "random" if t == 0 else cfg.al.strategy, "lambda": lam_t,
         "accuracy": result.accuracy, "accuracy_norm": result.accuracy_norm, "eval_mode": result.mode,
         "ece": result.ece, "mean_confidence": result.mean_confidence, "n_test": result.n, "train": train,
-        "seconds": seconds, "reliability": result.reliability, "cost": cost_metrics(exp, t), **extra,
+        "seconds": seconds, "reliability": result.reliability, "cost": cost_metrics(exp, t),
+        "machine": machine_record(exp.model.device, exp.dist.world), **extra,
     }
     if exp.dist.is_main and cfg.al.stop.rules:  # after every other entry: the budget reads metrics["cost"]
         metrics["stop"] = stop_record(exp, t, metrics, stop_set)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 #: metrics.json keys that are not a round's measurements: the step itself, and text.
-SKIPPED = frozenset({"round"})
+SKIPPED = frozenset({"round", "machine"})  # the step itself; where it ran (threads, cores) is no curve
 
 
 def flatten(data: Mapping[str, Any], sep: str, prefix: str = "") -> dict[str, Any]:
