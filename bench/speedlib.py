@@ -23,6 +23,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from star.loop.provenance import bf16_kind, cpu_model
+
 T = TypeVar("T")
 
 
@@ -185,21 +187,13 @@ class ModelFlops:
 
 # --- machine ---------------------------------------------------------------------------------
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def machine_info(device: torch.device) -> dict:
     """What the numbers were measured on."""
     import peft
     import transformers
 
     info = {
-        "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": cpu_model(), "bf16": bf16_kind(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
