@@ -14,11 +14,13 @@ from star.errors import RunStateError, StorageError
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_model_dir: Path):
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from star.config import LoraSettings
+    from star.engine.modeling import attach_lora
+
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    return get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    return attach_lora(base, LoraSettings(r=2, alpha=4, dropout=0.0, target_modules=["q_proj", "v_proj"]))
 
 
 def _state(model) -> dict[str, torch.Tensor]:
