@@ -111,6 +111,22 @@ def test_settings_an_old_report_did_not_record_are_not_compared(grid: Path, tmp_
     assert "only those that report recorded" in render_markdown(document(s))
 
 
+def test_a_run_read_back_over_several_reports_keeps_the_report_that_first_stored_it(grid: Path,
+                                                                                     tmp_path: Path) -> None:
+    first = write_report([grid], tmp_path / "a") / "report.json"
+    second = write_report([first], tmp_path / "b") / "report.json"
+    third = write_report([second], tmp_path / "c") / "report.json"
+    runs = summarise(records_from_report(third))["runs"]
+    assert {(r["from_report"], r["first_report"]) for r in runs} == {(str(third), str(first))}
+    md = render_markdown(document(summarise(records_from_report(second))))
+    assert f"(read from {second}, first stored in {first})" in md
+    again = write_report([first], tmp_path / "a") / "report.json"  # a report re-written from its own file
+    assert {r["first_report"] for r in json.loads(again.read_text())["runs"]} == {None}
+    again = write_report([again], tmp_path / "a") / "report.json"  # its runs now name this very file as their source
+    assert {r["first_report"] for r in json.loads(again.read_text())["runs"]} == {None}
+    assert _numbers(summarise(records_from_report(third))) == _numbers(summarise(find_runs([grid])))
+
+
 @pytest.mark.parametrize("text, message", [("{not json", "is not valid JSON"),
                                            ('{"runs": []}', "is not a star report")])
 def test_a_bad_report_file_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:

@@ -208,13 +208,21 @@ def _reliability_blocks(s: dict[str, Any]) -> list[Block]:
             ("table", ["confidence bin", *[a["name"] for a in arms]], rows)]
 
 
+def _source(run: dict[str, Any]) -> str:
+    """' (read from REPORT[, first stored in EARLIER])' for a run read back from a report.json; '' otherwise."""
+    if not run.get("from_report"):
+        return ""
+    first = run.get("first_report")
+    return f" (read from {run['from_report']}" + (f", first stored in {first})" if first else ")")
+
+
 def _runs_blocks(s: dict[str, Any]) -> list[Block]:
     """Every run and its status; unfinished ones are excluded from the numbers."""
     rows = [[r["arm"], "-" if r["seed"] is None else str(r["seed"]),
              r["status"] + (f" (stopped early by {r['stopped_by']})" if r.get("stopped_by") else ""),
              f"{r['rounds_done']}/{r['rounds_total'] if r['rounds_total'] is not None else '?'}",
              "; ".join(r.get("machines") or ["not recorded"]),
-             r["path"] + (f" (read from {r['from_report']})" if r.get("from_report") else "")]
+             r["path"] + _source(r)]
             for r in s["runs"]]
     bad = sum(r["status"] != "finished" for r in s["runs"])
     note = f"{bad} run(s) unfinished: listed here, excluded from every number." if bad else "All runs finished."

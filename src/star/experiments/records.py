@@ -33,6 +33,7 @@ class RunRecord:
     items_missing: str | None = None  # why `items` is None (when known)
     stopped_by: str | None = None  # the stopping rule (al.stop) that ended the run early, if one did
     from_report: str | None = None  # the report.json the run was read back from (its folder not read)
+    first_report: str | None = None  # the report.json that first stored it, when read back over several hops
     #: The dotted settings of `config` that are known: None, all of them; for a run read back from a report
     #: that predates per-run configs, only the settings that report recorded (the rest are defaults).
     known_settings: frozenset[str] | None = None

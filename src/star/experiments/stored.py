@@ -69,9 +69,12 @@ def _record(report: dict[str, Any], entry: dict[str, Any], items: dict[str, Item
             path: Path) -> RunRecord:
     """One run entry of a report as the record `find_runs` would have read from its folder."""
     source = f"{path}, run {entry['path']}"
+    first = entry.get("first_report") or entry.get("from_report")  # an earlier report it was read from
+    first = None if first == str(path) else first
     run_items = items.get(entry["path"])
     if entry["status"] == "not started":
-        return RunRecord(Path(entry["path"]), entry["arm"], seed=entry["seed"], from_report=str(path))
+        return RunRecord(Path(entry["path"]), entry["arm"], seed=entry["seed"], from_report=str(path),
+                         first_report=first)
     known: frozenset[str] | None = None
     if "config" in entry and "metrics" in entry:
         config = build_config(with_stored_defaults(entry["config"]), source=source)
@@ -82,7 +85,7 @@ def _record(report: dict[str, Any], entry: dict[str, Any], items: dict[str, Item
         metrics = _rebuilt_metrics(entry, units[0], run_items)
     missing = None if run_items is not None else "the stored report has no per-item data for this run"
     return RunRecord(Path(entry["path"]), entry["arm"], config, metrics, entry["seed"], run_items, missing,
-                     entry.get("stopped_by"), from_report=str(path), known_settings=known)
+                     entry.get("stopped_by"), from_report=str(path), first_report=first, known_settings=known)
 
 
 def records_from_report(path: str | os.PathLike[str]) -> list[RunRecord]:

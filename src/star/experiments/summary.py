@@ -39,7 +39,8 @@ def _run_entry(r: RunRecord) -> dict[str, Any]:
     entry = {"path": str(r.path), "arm": r.arm, "seed": r.seed, "rounds_done": len(r.metrics),
              "rounds_total": r.rounds_total, "status": status, "stopped_by": r.stopped_by,
              "labels": [m["labels"] for m in r.metrics], "accuracy": [m["accuracy"] for m in r.metrics],
-             "cost": [total_cost(m) for m in r.metrics], "from_report": r.from_report, "machines": r.machines}
+             "cost": [total_cost(m) for m in r.metrics], "from_report": r.from_report,
+             "first_report": r.first_report, "machines": r.machines}
     if r.config is not None and all(m.get("ece") is not None for m in r.metrics):
         entry |= {"config": r.config.model_dump(mode="json"), "metrics": list(r.metrics)}
     return entry
