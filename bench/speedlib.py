@@ -23,7 +23,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from star.loop.provenance import bf16_kind, cpu_model
+from star.engine.precision import bf16_kind
+from star.loop.provenance import cpu_model
 
 T = TypeVar("T")
 

@@ -20,13 +20,20 @@ from torch import nn
 from star.parallel.params import is_sharded
 
 
+def bf16_kind(device: torch.device) -> str:
+    """The device's fast bf16 matmul path: 'cuda', 'amx', 'avx512_bf16', or 'none' (bf16 would not pay)."""
+    if device.type == "cuda":
+        return "cuda" if torch.cuda.is_bf16_supported() else "none"
+    if device.type == "cpu":
+        if torch.cpu._is_amx_tile_supported():
+            return "amx"
+        return "avx512_bf16" if torch.cpu._is_avx512_bf16_supported() else "none"
+    return "none"
+
+
 def fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matmuls beat fp32 here: CUDA with bf16, or a CPU with AVX512-BF16 or AMX tiles."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return False
+    return bf16_kind(device) != "none"
 
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:

@@ -2,7 +2,7 @@
 
 bf16 matmuls round differently on AMX, AVX512-BF16 and CUDA, so a run is reproducible bit for bit on
 one kind of machine only; a report pairing runs of different sessions shows where they came from
-(`star report`'s machine column). Read once per process: none of it changes while a run goes on.
+(`star report`'s machine column). The CPU model and the library versions are read once per process.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from star.engine.precision import fast_bf16
+from star.engine.precision import bf16_kind
 
 
+@functools.cache
 def cpu_model() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows, else 'unknown'."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -27,15 +28,6 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
-
-
-def bf16_kind(device: torch.device) -> str:
-    """Which bf16 matmul path this device has: 'cuda', 'amx', 'avx512_bf16' or 'none' (fp32 only)."""
-    if device.type == "cuda":
-        return "cuda" if fast_bf16(device) else "none"
-    if torch.cpu._is_amx_tile_supported():
-        return "amx"
-    return "avx512_bf16" if torch.cpu._is_avx512_bf16_supported() else "none"
 
 
 @functools.cache
