@@ -24,7 +24,7 @@ from star.al.seeds import row_seed
 from star.config import TrainConfig
 from star.engine.adapter import lora_parameters
 from star.engine.batching import PairBatch, collate_pairs, length_batches
-from star.engine.forward import response_logits
+from star.engine.forward import cross_entropy_sum, response_logits
 from star.engine.precision import autocast_dtype, autocast_to
 from star.engine.seeded_dropout import row_seeds
 from star.errors import ConfigError
@@ -100,7 +100,7 @@ class ResponseLoss(nn.Module):
     def forward(self, batch: PairBatch, total_tokens: int, world: int) -> torch.Tensor:
         """Sum of token losses / tokens of the *global* batch, times world (DDP averages over processes)."""
         logits = response_logits(self.model, batch)  # (M, V)
-        loss_sum = torch.nn.functional.cross_entropy(logits.float(), batch.targets, reduction="sum")
+        loss_sum = cross_entropy_sum(logits, batch.targets)
         return loss_sum * world / total_tokens
 
 
