@@ -49,6 +49,14 @@ def test_the_loss_is_the_sum_of_minus_log_softmax_at_the_targets() -> None:
     assert float(loss) == pytest.approx(math.log(2) + 2 + math.log1p(math.exp(-2)), rel=1e-6)
 
 
+def test_no_rows_give_a_zero_loss_with_a_gradient_path() -> None:
+    logits = torch.zeros(0, 7, requires_grad=True)
+    loss = cross_entropy_sum(logits, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert float(loss.detach()) == 0.0
+    assert logits.grad is not None and logits.grad.shape == (0, 7)
+
+
 @pytest.fixture
 def model(tiny_model_dir: Path) -> nn.Module:
     return load_model(ModelConfig(name=str(tiny_model_dir), threads=1), LoraSettings(r=2, alpha=4, dropout=0.1)).model

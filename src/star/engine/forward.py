@@ -115,7 +115,7 @@ def cross_entropy_sum(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tens
     with torch.autocast(logits.device.type, enabled=False):  # fp32 under a bf16 autocast, as cross_entropy's policy
         parts = [torch.nn.functional.nll_loss(torch.log_softmax(rows.float(), dim=-1), tokens, reduction="sum")
                  for rows, tokens in zip(torch.split(logits, step), torch.split(targets, step))]
-    return torch.stack(parts).sum()  # ()
+    return torch.stack(parts).sum() if parts else logits.float().sum()  # (); no rows: 0, as cross_entropy's sum
 
 
 def response_loss(model: nn.Module, batch: PairBatch) -> torch.Tensor:
